@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs, idempotently, cached outside the clone.
+#
+#   scripts/setup.sh            # install/verify; prints the environment to use
+#   eval "$(scripts/setup.sh --env)"   # just print `export` lines for the cached toolchain
+#
+# Cache root: $VCUDA_CACHE (default ~/.cache/vcuda). Nothing here touches the clone.
+set -euo pipefail
+
+CACHE="${VCUDA_CACHE:-$HOME/.cache/vcuda}"
+CUDA_VER=13.0
+VENV="$CACHE/cuda-$CUDA_VER/venv"
+STAMP="$CACHE/cuda-$CUDA_VER/.installed-v1"
+PIP_PKGS=(
+  nvidia-cuda-nvcc==13.0.88
+  nvidia-cuda-crt==13.0.88
+  nvidia-nvvm==13.0.88
+  nvidia-cuda-runtime==13.0.96
+  nvidia-cuda-cuobjdump==13.2.51
+  nvidia-cuda-nvrtc==13.0.88
+)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+cuda_root() {
+  local sp
+  sp=$(ls -d "$VENV"/lib/python3*/site-packages 2>/dev/null | head -1)
+  echo "$sp/nvidia/cu13"
+}
+
+print_env() {
+  local root
+  root=$(cuda_root)
+  echo "export VCUDA_CACHE='$CACHE'"
+  echo "export VCUDA_CUDA_ROOT='$root'"
+  echo "export VCUDA_NVCC='$root/bin/nvcc'"
+  echo "export VCUDA_NVRTC='$root/lib/libnvrtc.so.13'"
+}
+
+install_cuda_toolchain() {
+  if [[ -f "$STAMP" ]]; then
+    log "CUDA $CUDA_VER pip toolchain: cached in $VENV"
+    return
+  fi
+  log "CUDA $CUDA_VER pip toolchain: installing into $VENV (~1 min)"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PIP_PKGS[@]}"
+  local root
+  root=$(cuda_root)
+  # `-cudart shared` links against libcudart.so, which the wheel ships only as .so.13.
+  ln -sf libcudart.so.13 "$root/lib/libcudart.so"
+  # Smoke test: the toolchain must compile a kernel to PTX without a GPU.
+  local tmp
+  tmp=$(mktemp -d)
+  printf '__global__ void k(int *p) { p[threadIdx.x] = 1; }\n' >"$tmp/k.cu"
+  "$root/bin/nvcc" -ptx "$tmp/k.cu" -o "$tmp/k.ptx"
+  grep -q '.entry' "$tmp/k.ptx"
+  rm -rf "$tmp"
+  touch "$STAMP"
+  log "CUDA $CUDA_VER pip toolchain: ok"
+}
+
+case "${1:-}" in
+  --env)
+    print_env
+    exit 0
+    ;;
+esac
+
+install_cuda_toolchain
+print_env

@@ -1,0 +1,48 @@
+//! `vcuda`: the user's entry point.
+//!
+//! Each subcommand lives in its own module so that its flags, help text and wiring are in one place.
+
+mod executor_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// vcuda: CUDA for microVMs and containers, without GPU passthrough.
+#[derive(Debug, Parser)]
+#[command(name = "vcuda", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve CUDA driver-API sessions over a unix socket (the out-of-process executor).
+    Executor(executor_cmd::ExecutorArgs),
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Executor(args) => executor_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("vcuda: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `VCUDA_LOG` takes a `tracing_subscriber` filter (e.g. `VCUDA_LOG=debug`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VCUDA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

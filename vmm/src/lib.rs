@@ -1,0 +1,1 @@
+//! vcuda's virtual machine monitor.
