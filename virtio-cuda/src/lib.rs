@@ -1,1 +1,5 @@
-//! virtio-cuda
+//! virtio-cuda: the vcuda wire protocol and (behind the `device` feature) the virtio device model.
+//!
+//! [`protocol`] has no VMM dependencies; the guest shim and the executor link only that.
+
+pub mod protocol;
