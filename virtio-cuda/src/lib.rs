@@ -2,4 +2,5 @@
 //!
 //! [`protocol`] has no VMM dependencies; the guest shim and the executor link only that.
 
+pub mod client;
 pub mod protocol;

@@ -1,0 +1,194 @@
+//! The client side of the protocol: typed calls over a [`Transport`].
+//!
+//! [`Client`] numbers requests, allocates handles from the range the executor granted, sends
+//! fire-and-forget calls without waiting and blocks only for synchronous ones. Transports carry
+//! whole frames; [`unix::UnixTransport`] is the socket transport used by host-only mode and tests.
+
+pub mod unix;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::protocol::{
+    self, Call, DecodeError, HandleAllocator, Hello, HelloReply, Status, PROTOCOL_VERSION,
+};
+
+pub use unix::UnixTransport;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The executor answered with a CUDA error status.
+    #[error("executor returned {0}")]
+    Status(Status),
+    /// The connection failed or closed.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// The executor's reply could not be decoded.
+    #[error("malformed reply to {call}: {source}")]
+    Decode {
+        call: &'static str,
+        #[source]
+        source: DecodeError,
+    },
+    /// The granted handle range is used up.
+    #[error("handle range exhausted")]
+    HandlesExhausted,
+}
+
+impl ClientError {
+    /// The CUDA status to report to an application for this failure.
+    pub fn status(&self) -> Status {
+        match self {
+            ClientError::Status(s) => *s,
+            ClientError::HandlesExhausted => Status::ERROR_OUT_OF_MEMORY,
+            ClientError::Transport(_) | ClientError::Decode { .. } => Status::ERROR_UNKNOWN,
+        }
+    }
+}
+
+/// Transport failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed response frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("reply for request {got} while waiting for {expected}")]
+    OutOfOrder { expected: u32, got: u32 },
+    #[error("executor closed the connection")]
+    Closed,
+}
+
+/// A synchronous call's reply: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: Status,
+    pub body: Vec<u8>,
+}
+
+/// Carries complete request frames to an executor and replies back.
+pub trait Transport: Send + Sync {
+    /// Sends a fire-and-forget request frame.
+    fn send(&self, frame: &[u8]) -> Result<(), TransportError>;
+    /// Sends a synchronous request frame and waits for the reply with sequence number `seq`.
+    /// Device output frames that arrive first are written to the client's stdout.
+    fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError>;
+}
+
+/// A connected session.
+pub struct Client {
+    transport: Box<dyn Transport>,
+    seq: AtomicU32,
+    hello: HelloReply,
+    handles: HandleAllocator,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("hello", &self.hello)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Opens a session over `transport` (sends `Hello`).
+    pub fn new(transport: Box<dyn Transport>, client_name: &str) -> Result<Self, ClientError> {
+        let seq = AtomicU32::new(1);
+        let hello = Hello {
+            version: u32::from(PROTOCOL_VERSION),
+            pid: std::process::id(),
+            client: client_name.to_string(),
+        };
+        let mut frame = Vec::new();
+        protocol::encode_call(0, &hello, &mut frame);
+        let reply = transport.call(&frame, 0)?;
+        if !reply.status.is_ok() {
+            return Err(ClientError::Status(reply.status));
+        }
+        let hello =
+            protocol::decode_reply::<Hello>(&reply.body).map_err(|source| ClientError::Decode {
+                call: "Hello",
+                source,
+            })?;
+        let handles = HandleAllocator::new(hello.handle_base, hello.handle_count);
+        Ok(Self {
+            transport,
+            seq,
+            hello,
+            handles,
+        })
+    }
+
+    /// Connects to an executor listening on a unix socket.
+    pub fn connect_unix(
+        path: impl AsRef<std::path::Path>,
+        client_name: &str,
+    ) -> Result<Self, ClientError> {
+        let t = UnixTransport::connect(path.as_ref())?;
+        Self::new(Box::new(t), client_name)
+    }
+
+    /// What the executor granted this session.
+    pub fn hello(&self) -> &HelloReply {
+        &self.hello
+    }
+
+    /// A fresh handle id for a new context, stream, event, module or function.
+    pub fn alloc_handle(&self) -> Result<u64, ClientError> {
+        self.handles.alloc().ok_or(ClientError::HandlesExhausted)
+    }
+
+    fn next_seq(&self) -> u32 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Performs a synchronous call and decodes its reply.
+    pub fn call<C: Call>(&self, req: &C) -> Result<C::Reply, ClientError> {
+        let seq = self.next_seq();
+        let mut frame = Vec::new();
+        // A sync call of an async opcode is allowed: the flag decides who waits.
+        protocol::encode_call(seq, req, &mut frame);
+        if C::ASYNC {
+            clear_async_flag(&mut frame);
+        }
+        let reply = self.transport.call(&frame, seq)?;
+        if !reply.status.is_ok() {
+            return Err(ClientError::Status(reply.status));
+        }
+        protocol::decode_reply::<C>(&reply.body).map_err(|source| ClientError::Decode {
+            call: C::NAME,
+            source,
+        })
+    }
+
+    /// Sends a call without waiting. Synchronous opcodes are sent as calls (their reply is read
+    /// and discarded), so callers cannot desynchronise the stream by mistake.
+    pub fn send<C: Call>(&self, req: &C) -> Result<(), ClientError> {
+        if !C::ASYNC {
+            return self.call(req).map(|_| ());
+        }
+        let seq = self.next_seq();
+        let mut frame = Vec::new();
+        protocol::encode_call(seq, req, &mut frame);
+        self.transport.send(&frame)?;
+        Ok(())
+    }
+}
+
+fn clear_async_flag(frame: &mut [u8]) {
+    if let Some(flags) = frame.get_mut(6..8) {
+        let v = u16::from_le_bytes([flags[0], flags[1]]) & !protocol::FLAG_ASYNC;
+        flags.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let seq = self.next_seq();
+        let mut frame = Vec::new();
+        protocol::encode_call(seq, &protocol::Goodbye {}, &mut frame);
+        // Best effort: the executor also cleans up when the connection just closes.
+        let _ = self.transport.call(&frame, seq);
+    }
+}
