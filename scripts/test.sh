@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (cached in
+# ~/.cache/vcuda), then runs formatting, lints and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+eval "$(scripts/setup.sh)"
+
+echo "[test] cargo fmt --check" >&2
+cargo fmt --all -- --check
+
+echo "[test] cargo clippy" >&2
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "[test] cargo test" >&2
+cargo test --workspace "$@"
