@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module so that its flags, help text and wiring are in one place.
 
 mod executor_cmd;
+mod size;
 
 use std::process::ExitCode;
 
