@@ -2,15 +2,8 @@
 //! request: inline bytes are in the request itself, shared-memory windows and guest scatter
 //! lists belong to the transport.
 
+pub use virtio_cuda::protocol::DataAccess;
 use virtio_cuda::protocol::{Sink, Source, Status};
-
-/// Access to the out-of-band data of one session's transport.
-pub trait DataAccess {
-    /// Appends the bytes of a non-inline `src` to `out`.
-    fn read_source(&self, src: &Source, out: &mut Vec<u8>) -> Result<(), Status>;
-    /// Writes `data` to a non-reply `sink`.
-    fn write_sink(&self, sink: &Sink, data: &[u8]) -> Result<(), Status>;
-}
 
 /// A transport with no shared memory: only inline data and reply sinks are valid.
 #[derive(Debug, Default, Clone, Copy)]

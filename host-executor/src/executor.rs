@@ -12,7 +12,7 @@ use virtio_cuda::protocol::{
 };
 
 use crate::backend::Backend;
-use crate::data::InlineOnly;
+use crate::data::{DataAccess, InlineOnly};
 use crate::session::Session;
 
 /// Executor-wide settings.
@@ -108,10 +108,78 @@ impl Executor {
         ))
     }
 
+    /// Handles one request frame of a connection, transport-independently: the unix server and
+    /// the virtio device both call this. Response frames (device output, then the reply) are
+    /// appended to `out`; fire-and-forget requests append nothing. `Err` means the connection
+    /// must be closed (no `Hello` first); malformed bodies and unknown opcodes are answered with
+    /// an error status and the session lives on.
+    pub fn handle_frame(
+        &self,
+        conn: &mut Connection,
+        header: &RequestHeader,
+        body: &[u8],
+        data: &dyn DataAccess,
+        out: &mut Vec<u8>,
+    ) -> Result<FrameOutcome, ConnectionError> {
+        let decoded = Request::decode(header.opcode, body);
+        let session = match conn.session.as_mut() {
+            Some(s) => s,
+            None => {
+                // Only Hello may open a session.
+                match &decoded {
+                    Ok(Request::Hello(_)) => {}
+                    Ok(other) => return Err(ConnectionError::NoHello(other.name())),
+                    Err(_) => return Err(ConnectionError::NoHello("a malformed request")),
+                }
+                conn.session.insert(self.open_session().map_err(ConnectionError::Open)?)
+            }
+        };
+        let (status, reply_body, bye) = match decoded {
+            Ok(req) => {
+                let bye = matches!(req, Request::Goodbye(_));
+                let o = session.handle(req, self.backend.as_ref(), data);
+                (o.status, o.body, bye)
+            }
+            Err(DecodeError::UnknownOpcode(op)) => {
+                warn!(session = session.id(), "unknown opcode {op:#06x}");
+                (Status::ERROR_NOT_SUPPORTED, Vec::new(), false)
+            }
+            Err(e) => {
+                warn!(
+                    session = session.id(),
+                    "malformed {} request: {e}",
+                    p::opcode_name(header.opcode).unwrap_or("?")
+                );
+                (Status::ERROR_INVALID_VALUE, Vec::new(), false)
+            }
+        };
+        if header.is_async() {
+            session.latch(status);
+            return Ok(FrameOutcome::Continue);
+        }
+        let output = session.take_output();
+        for chunk in output.chunks(1 << 20) {
+            p::encode_response(
+                ResponseKind::Stdout,
+                header.seq,
+                Status::SUCCESS,
+                &RawBody(chunk),
+                out,
+            );
+        }
+        p::encode_response(ResponseKind::Reply, header.seq, status, &RawBody(&reply_body), out);
+        Ok(if bye {
+            conn.session = None;
+            FrameOutcome::Close
+        } else {
+            FrameOutcome::Continue
+        })
+    }
+
     /// Serves one client on a connected stream until it says Goodbye or disconnects. Errors
     /// end only this connection; the session's resources are freed either way.
-    pub fn serve_stream(self: &Arc<Self>, mut stream: UnixStream) -> Result<(), ConnectionError> {
-        let mut guard: Option<Session> = None;
+    pub fn serve_stream(&self, mut stream: UnixStream) -> Result<(), ConnectionError> {
+        let mut conn = Connection::default();
         let mut out = Vec::with_capacity(4096);
         let mut body = Vec::new();
         loop {
@@ -119,7 +187,7 @@ impl Executor {
             match stream.read_exact(&mut hdr) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    if guard.is_some() {
+                    if conn.session.is_some() {
                         debug!("client disconnected without Goodbye");
                     }
                     return Ok(());
@@ -129,72 +197,37 @@ impl Executor {
             let header = RequestHeader::get(&mut Reader::new(&hdr))?;
             body.resize(header.body_len as usize, 0);
             stream.read_exact(&mut body)?;
-
-            let decoded = Request::decode(header.opcode, &body);
-            let Some(session) = guard.as_mut() else {
-                // Only Hello may open a session.
-                match decoded {
-                    Ok(Request::Hello(_)) => {
-                        let g = self.open_session().map_err(ConnectionError::Open)?;
-                        guard = Some(g);
-                    }
-                    Ok(other) => return Err(ConnectionError::NoHello(other.name())),
-                    Err(e) => return Err(e.into()),
-                }
-                let Some(session) = guard.as_mut() else {
-                    return Err(ConnectionError::Open(Status::ERROR_UNKNOWN));
-                };
-                let o = session.handle(
-                    Request::Hello(p::Hello {
-                        version: 1,
-                        pid: 0,
-                        client: String::new(),
-                    }),
-                    self.backend.as_ref(),
-                    &InlineOnly,
-                );
-                out.clear();
-                write_reply(&mut out, header.seq, o.status, &o.body);
-                stream.write_all(&out)?;
-                continue;
-            };
-            let (status, reply_body, bye) = match decoded {
-                Ok(req) => {
-                    let bye = matches!(req, Request::Goodbye(_));
-                    let o = session.handle(req, self.backend.as_ref(), &InlineOnly);
-                    (o.status, o.body, bye)
-                }
-                Err(DecodeError::UnknownOpcode(op)) => {
-                    warn!(session = session.id(), "unknown opcode {op:#06x}");
-                    (Status::ERROR_NOT_SUPPORTED, Vec::new(), false)
-                }
-                Err(e) => {
-                    warn!(session = session.id(), "malformed {} request: {e}", p::opcode_name(header.opcode).unwrap_or("?"));
-                    (Status::ERROR_INVALID_VALUE, Vec::new(), false)
-                }
-            };
-            if header.is_async() {
-                session.latch(status);
-                continue;
-            }
             out.clear();
-            let output = session.take_output();
-            for chunk in output.chunks(1 << 20) {
-                p::encode_response(
-                    ResponseKind::Stdout,
-                    header.seq,
-                    Status::SUCCESS,
-                    &RawBody(chunk),
-                    &mut out,
-                );
+            let outcome = self.handle_frame(&mut conn, &header, &body, &InlineOnly, &mut out)?;
+            if !out.is_empty() {
+                stream.write_all(&out)?;
             }
-            write_reply(&mut out, header.seq, status, &reply_body);
-            stream.write_all(&out)?;
-            if bye {
+            if outcome == FrameOutcome::Close {
                 return Ok(());
             }
         }
     }
+}
+
+/// The state of one client connection: its session once `Hello` has opened it.
+#[derive(Default)]
+pub struct Connection {
+    session: Option<Session>,
+}
+
+impl Connection {
+    /// True once `Hello` has opened a session.
+    pub fn is_open(&self) -> bool {
+        self.session.is_some()
+    }
+}
+
+/// What the transport does after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOutcome {
+    Continue,
+    /// The client said Goodbye: close the connection.
+    Close,
 }
 
 /// Pre-encoded bytes written as a body verbatim.
@@ -209,11 +242,6 @@ impl p::Wire for RawBody<'_> {
         Err(DecodeError::BadUtf8)
     }
 }
-
-fn write_reply(out: &mut Vec<u8>, seq: u32, status: Status, body: &[u8]) {
-    p::encode_response(ResponseKind::Reply, seq, status, &RawBody(body), out);
-}
-
 
 /// Counts a session as live from creation until it is dropped (however the connection ends).
 #[derive(Debug)]

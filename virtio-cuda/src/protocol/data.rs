@@ -7,7 +7,7 @@
 
 use super::codec::List;
 use super::wire::{Reader, Writer};
-use super::{DecodeError, Wire};
+use super::{DecodeError, Status, Wire};
 
 /// The largest payload a client may send inline in a request or ask for inline in a reply.
 pub const MAX_INLINE: usize = 64 << 20;
@@ -145,4 +145,14 @@ fn get_sg(r: &mut Reader<'_>) -> Result<List<SgEntry>, DecodeError> {
         });
     }
     Ok(list)
+}
+
+/// Access to the out-of-band data of one session's transport: a shared-memory window (unix
+/// transport) or guest memory (virtio). The executor resolves non-inline [`Source`]s and
+/// [`Sink`]s through it; inline data and [`Sink::Reply`] never reach it.
+pub trait DataAccess {
+    /// Appends the bytes `src` describes to `out`.
+    fn read_source(&self, src: &Source, out: &mut Vec<u8>) -> Result<(), Status>;
+    /// Writes `data` to where `sink` says.
+    fn write_sink(&self, sink: &Sink, data: &[u8]) -> Result<(), Status>;
 }

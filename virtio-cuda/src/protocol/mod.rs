@@ -21,7 +21,7 @@ pub mod status;
 pub mod wire;
 
 pub use codec::{List, Wire};
-pub use data::{SgEntry, Sink, Source, MAX_INLINE};
+pub use data::{DataAccess, SgEntry, Sink, Source, MAX_INLINE};
 pub use handles::HandleAllocator;
 pub use header::{RequestHeader, ResponseHeader, ResponseKind, FLAG_ASYNC, HEADER_LEN, MAGIC};
 pub use messages::*;
