@@ -1,6 +1,10 @@
 //! virtio-cuda: the vcuda wire protocol and (behind the `device` feature) the virtio device model.
 //!
-//! [`protocol`] has no VMM dependencies; the guest shim and the executor link only that.
+//! [`protocol`], [`client`] and [`service`] have no VMM dependencies; the guest shim and the
+//! executor link only those.
 
 pub mod client;
+#[cfg(feature = "device")]
+pub mod device;
 pub mod protocol;
+pub mod service;
