@@ -2,7 +2,7 @@
 //!
 //! Transport-agnostic: it consumes descriptor chains of its request queue from guest memory and
 //! is driven by our VMM's virtio-mmio transport and by the vhost-user backend alike. See
-//! `docs/PROTOCOL.md` §8 for the chain layout; in short:
+//! `docs/PROTOCOL.md` §7 for the chain layout; in short:
 //!
 //! ```text
 //! readable:  envelope (16 B) | request frame (16 B header + body) | H2D data window …
