@@ -11,6 +11,8 @@ use virtio_cuda::protocol::{
     HEADER_LEN,
 };
 
+use virtio_cuda::service::FrameService;
+
 use crate::backend::Backend;
 use crate::data::{DataAccess, InlineOnly};
 use crate::session::Session;
@@ -257,5 +259,32 @@ impl LiveToken {
 impl Drop for LiveToken {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FrameService for Executor {
+    type Conn = Connection;
+
+    fn connect(&self) -> Connection {
+        Connection::default()
+    }
+
+    fn frame(
+        &self,
+        conn: &mut Connection,
+        frame: &[u8],
+        data: &dyn DataAccess,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        let mut r = Reader::new(frame);
+        let header = RequestHeader::get(&mut r).map_err(|e| e.to_string())?;
+        let body = r
+            .take(header.body_len as usize)
+            .map_err(|e| e.to_string())?;
+        match self.handle_frame(conn, &header, body, data, out) {
+            Ok(FrameOutcome::Continue) => Ok(false),
+            Ok(FrameOutcome::Close) => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }

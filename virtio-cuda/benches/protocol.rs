@@ -69,5 +69,8 @@ fn main() {
     println!("  encode           {encode:8.1} ns/call");
     println!("  decode           {decode:8.1} ns/call");
     println!("  encode + decode  {both:8.1} ns/call   (target < 100 ns)");
-    println!("  baseline copy    {copy:8.1} ns/call   ratio {:.1}x", both / copy);
+    println!(
+        "  baseline copy    {copy:8.1} ns/call   ratio {:.1}x",
+        both / copy
+    );
 }

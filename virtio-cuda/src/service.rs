@@ -26,3 +26,21 @@ pub trait FrameService: Send + Sync {
         out: &mut Vec<u8>,
     ) -> Result<bool, String>;
 }
+
+impl<T: FrameService + ?Sized> FrameService for std::sync::Arc<T> {
+    type Conn = T::Conn;
+
+    fn connect(&self) -> Self::Conn {
+        (**self).connect()
+    }
+
+    fn frame(
+        &self,
+        conn: &mut Self::Conn,
+        frame: &[u8],
+        data: &dyn DataAccess,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        (**self).frame(conn, frame, data, out)
+    }
+}

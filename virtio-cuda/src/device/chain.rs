@@ -100,7 +100,11 @@ impl<'m, M: GuestMemory> ChainData<'m, M> {
             if len == 0 {
                 continue;
             }
-            let perm = if d.is_write_only() { Permissions::Write } else { Permissions::Read };
+            let perm = if d.is_write_only() {
+                Permissions::Write
+            } else {
+                Permissions::Read
+            };
             if !mem.check_range(addr, len as usize, perm) {
                 return Err(ChainError::OutOfGuestMemory { addr: addr.0, len });
             }
@@ -210,7 +214,9 @@ impl<M: GuestMemory> DataAccess for ChainWindows<'_, '_, M> {
             Source::Inline(v) => out.extend_from_slice(v),
             Source::Shm { offset, len } => {
                 let window = c.readable.len().saturating_sub(self.r_start);
-                let end = offset.checked_add(*len).ok_or(Status::ERROR_INVALID_VALUE)?;
+                let end = offset
+                    .checked_add(*len)
+                    .ok_or(Status::ERROR_INVALID_VALUE)?;
                 if end > window {
                     return Err(Status::ERROR_INVALID_VALUE);
                 }
@@ -245,7 +251,9 @@ impl<M: GuestMemory> DataAccess for ChainWindows<'_, '_, M> {
                 }
                 c.writable
                     .pieces(*offset, data.len(), |a, r| {
-                        c.mem.write_slice(&data[r], a).map_err(|_| ChainError::Memory)
+                        c.mem
+                            .write_slice(&data[r], a)
+                            .map_err(|_| ChainError::Memory)
                     })
                     .map_err(|_| Status::ERROR_INVALID_VALUE)?;
                 let end = offset.saturating_add(data.len() as u64);

@@ -115,10 +115,7 @@ impl<S: FrameService> CudaDevice<S> {
         queue: &mut Queue,
     ) -> Result<bool, DeviceError> {
         let mut used_any = false;
-        loop {
-            let Some(chain) = queue.iter(mem).map_err(DeviceError::Queue)?.next() else {
-                break;
-            };
+        while let Some(chain) = queue.iter(mem).map_err(DeviceError::Queue)?.next() {
             let head = chain.head_index();
             let len = self.handle_chain(mem, chain.collect());
             if let Err(e) = queue.add_used(mem, head, len) {
@@ -167,7 +164,11 @@ impl<S: FrameService> CudaDevice<S> {
         }
     }
 
-    fn frame<M: GuestMemory>(&mut self, chain: &ChainData<'_, M>, session: u64) -> Result<u32, ChainError> {
+    fn frame<M: GuestMemory>(
+        &mut self,
+        chain: &ChainData<'_, M>,
+        session: u64,
+    ) -> Result<u32, ChainError> {
         let frame = chain.read_frame(envelope::LEN)?;
         let header = p::RequestHeader::get(&mut p::Reader::new(&frame))?;
         if !self.sessions.contains_key(&session) {
@@ -205,7 +206,11 @@ impl<S: FrameService> CudaDevice<S> {
         let cap = chain.response_capacity();
         if self.out.len() as u64 > cap {
             // Keep the reply (the last frame); drop device output that does not fit.
-            warn!(session, "response of {} bytes does not fit the {cap}-byte buffer", self.out.len());
+            warn!(
+                session,
+                "response of {} bytes does not fit the {cap}-byte buffer",
+                self.out.len()
+            );
             let reply = last_frame(&self.out).to_vec();
             if reply.len() as u64 > cap {
                 return self.reply_error(chain, &header, Status::ERROR_INVALID_VALUE);
@@ -226,7 +231,13 @@ impl<S: FrameService> CudaDevice<S> {
             return Ok(0);
         }
         let mut out = Vec::new();
-        p::encode_response(ResponseKind::Reply, header.seq, status, &p::Empty {}, &mut out);
+        p::encode_response(
+            ResponseKind::Reply,
+            header.seq,
+            status,
+            &p::Empty {},
+            &mut out,
+        );
         chain.write_response(&out)?;
         Ok(out.len() as u32)
     }
