@@ -62,6 +62,9 @@ impl FrameService for Echo {
     }
 }
 
+/// One descriptor: guest address, length, flags.
+type Desc = (u64, u32, u16);
+
 struct Rig {
     mem: GuestMemoryMmap,
 }
@@ -76,7 +79,7 @@ impl Rig {
     }
 
     /// Writes `bytes` at `DATA + off` and returns a readable descriptor for them.
-    fn put(&self, off: u64, bytes: &[u8]) -> (u64, u32, u16) {
+    fn put(&self, off: u64, bytes: &[u8]) -> Desc {
         self.mem
             .write_slice(bytes, GuestAddress(DATA + off))
             .unwrap();
@@ -84,7 +87,7 @@ impl Rig {
     }
 
     /// Runs one chain through a device; returns (used len, device).
-    fn run(&self, dev: &mut CudaDevice<Echo>, descs: &[(u64, u32, u16)]) -> u32 {
+    fn run(&self, dev: &mut CudaDevice<Echo>, descs: &[Desc]) -> u32 {
         let vq = MockSplitQueue::new(&self.mem, 16);
         let raw: Vec<RawDescriptor> = descs
             .iter()
@@ -246,7 +249,7 @@ fn hostile_chains_complete_empty_and_change_nothing() {
     let mut dev = CudaDevice::new(Echo);
     let good = rig.put(0, &request(1, &p::Init { flags: 0 }, 3));
     let resp = (DATA + 0x1000, 256, F_WRITE);
-    let cases: Vec<(&str, Vec<(u64, u32, u16)>)> = vec![
+    let cases: Vec<(&str, Vec<Desc>)> = vec![
         (
             "descriptor outside guest RAM",
             vec![(0x1000_0000, 64, 0), resp],
