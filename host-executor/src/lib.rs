@@ -8,6 +8,7 @@
 //! * [`image`]: module image formats (fatbin, cubin, PTX).
 
 pub mod backend;
+pub mod cuda;
 pub mod data;
 pub mod executor;
 pub mod server;
