@@ -4,6 +4,7 @@
 //! fire-and-forget calls without waiting and blocks only for synchronous ones. Transports carry
 //! whole frames; [`unix::UnixTransport`] is the socket transport used by host-only mode and tests.
 
+pub mod context;
 pub mod unix;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +13,7 @@ use crate::protocol::{
     self, Call, DecodeError, HandleAllocator, Hello, HelloReply, Status, PROTOCOL_VERSION,
 };
 
+pub use context::{from_bytes, to_bytes, Context, Function, KernelArg, Module, Scalar};
 pub use unix::UnixTransport;
 
 /// Why a call failed.
