@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 use virtio_cuda::protocol::{
-    self as p, DecodeError, Reader, Request, RequestHeader, ResponseKind, Status,
-    HEADER_LEN,
+    self as p, DecodeError, Reader, Request, RequestHeader, ResponseKind, Status, HEADER_LEN,
 };
 
 use virtio_cuda::service::FrameService;
@@ -100,7 +99,11 @@ impl Executor {
     pub fn open_session(&self) -> Result<Session, Status> {
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
         let be = self.backend.open_session(id, self.config.session_quota)?;
-        info!(session = id, backend = self.backend.name(), "session opened");
+        info!(
+            session = id,
+            backend = self.backend.name(),
+            "session opened"
+        );
         Ok(Session::new(
             id,
             self.backend.name(),
@@ -133,7 +136,8 @@ impl Executor {
                     Ok(other) => return Err(ConnectionError::NoHello(other.name())),
                     Err(_) => return Err(ConnectionError::NoHello("a malformed request")),
                 }
-                conn.session.insert(self.open_session().map_err(ConnectionError::Open)?)
+                conn.session
+                    .insert(self.open_session().map_err(ConnectionError::Open)?)
             }
         };
         let (status, reply_body, bye) = match decoded {
@@ -169,7 +173,13 @@ impl Executor {
                 out,
             );
         }
-        p::encode_response(ResponseKind::Reply, header.seq, status, &RawBody(&reply_body), out);
+        p::encode_response(
+            ResponseKind::Reply,
+            header.seq,
+            status,
+            &RawBody(&reply_body),
+            out,
+        );
         Ok(if bye {
             conn.session = None;
             FrameOutcome::Close

@@ -10,9 +10,7 @@
 use std::collections::HashMap;
 
 use tracing::{debug, warn};
-use virtio_cuda::protocol::{
-    self as p, DevRegion, Empty, Request, Sink, Status, Wire, Writer,
-};
+use virtio_cuda::protocol::{self as p, DevRegion, Empty, Request, Sink, Status, Wire, Writer};
 
 use crate::backend::{Backend, BackendSession, LaunchParams, ObjId, OutputSink, DEFAULT_STREAM};
 use crate::data::{source_bytes, DataAccess};
@@ -134,7 +132,10 @@ impl Session {
     /// Takes the device output produced since the last call.
     pub fn take_output(&mut self) -> Vec<u8> {
         if std::mem::take(&mut self.output.dropped) {
-            warn!(session = self.id, "device output exceeded {MAX_PENDING_OUTPUT} bytes; truncated");
+            warn!(
+                session = self.id,
+                "device output exceeded {MAX_PENDING_OUTPUT} bytes; truncated"
+            );
         }
         std::mem::take(&mut self.output.bytes)
     }
@@ -461,13 +462,19 @@ impl Session {
             }
             R::FuncSetAttribute(r) => {
                 self.ctx(r.ctx)?;
-                let f = self.funcs.get(&r.func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+                let f = self
+                    .funcs
+                    .get(&r.func)
+                    .ok_or(Status::ERROR_INVALID_HANDLE)?;
                 self.be.set_function_attribute(f.obj, r.attr, r.value)?;
                 Outcome::ok(&Empty {})
             }
             R::Occupancy(r) => {
                 self.ctx(r.ctx)?;
-                let f = self.funcs.get(&r.func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+                let f = self
+                    .funcs
+                    .get(&r.func)
+                    .ok_or(Status::ERROR_INVALID_HANDLE)?;
                 let blocks_per_sm = self.be.occupancy(f.obj, r.block_size, r.dynamic_shared)?;
                 Outcome::ok(&p::OccupancyReply { blocks_per_sm })
             }
@@ -475,7 +482,10 @@ impl Session {
             R::Launch(r) => {
                 let c = self.ctx(r.ctx)?;
                 let s = self.stream(r.ctx, r.stream)?;
-                let f = self.funcs.get(&r.func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+                let f = self
+                    .funcs
+                    .get(&r.func)
+                    .ok_or(Status::ERROR_INVALID_HANDLE)?;
                 let needed = f
                     .info
                     .params
@@ -650,4 +660,3 @@ fn for_each_row(
     }
     Ok(())
 }
-
