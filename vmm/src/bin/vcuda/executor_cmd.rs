@@ -12,5 +12,9 @@ pub struct ExecutorArgs {
 }
 
 pub fn run(args: ExecutorArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    Err(format!("executor not built yet (would listen on {})", args.listen.display()).into())
+    Err(format!(
+        "executor not built yet (would listen on {})",
+        args.listen.display()
+    )
+    .into())
 }

@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module so that its flags, help text and wiring are in one place.
 
 mod executor_cmd;
+mod run_cmd;
 mod size;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Serve CUDA driver-API sessions over a unix socket (the out-of-process executor).
     Executor(executor_cmd::ExecutorArgs),
+    /// Boot a microVM and run it until the guest exits.
+    Run(run_cmd::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Executor(args) => executor_cmd::run(args),
+        Command::Run(args) => run_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,115 @@
+//! `vcuda run`: boot a microVM and run it until the guest exits.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use vmm::config::{DeviceKind, VmConfig};
+use vmm::VmExit;
+
+use crate::size::parse_size;
+
+/// Boot a microVM (x86_64 KVM) from a kernel image and run it until the guest exits.
+///
+/// The exit status is the guest's: the value it wrote to the debug-exit port (0xf4), 0 for a
+/// reboot/reset (i8042) or power-off, 124 for --timeout, 125 for a triple fault, 126 when a vCPU
+/// failed (e.g. KVM could not emulate an instruction), 1 when the VM could not start.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kernel: a bzImage, a vmlinux ELF, or an ELF with a PVH entry note.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk loaded for the kernel.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Guest RAM (e.g. 512M, 1G, 64G); mapped lazily, so large sizes cost nothing up front.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    mem: Option<u64>,
+    /// Number of vCPUs (1-32).
+    #[arg(long)]
+    vcpus: Option<u8>,
+    /// Kernel command line (replaces the default `console=ttyS0 reboot=k panic=1 ...`);
+    /// virtio-mmio device announcements are appended.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Stop the guest after this many seconds (exit status 124).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Print the time from VMM start to guest entry and to the guest's boot-timer write.
+    #[arg(long)]
+    boot_timer: bool,
+    /// Write the guest's serial console to this file instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    serial_out: Option<PathBuf>,
+    /// Attach a virtio-mmio device (repeatable).
+    #[arg(long = "device", value_enum, value_name = "KIND")]
+    devices: Vec<DeviceKind>,
+    /// JSON VM configuration (see docs/VMM.md); flags given here override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Arguments for the guest, after `--` on the kernel command line.
+    #[arg(last = true)]
+    guest_args: Vec<String>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> Result<VmConfig, Box<dyn Error>> {
+        let mut c = match &self.config {
+            Some(path) => VmConfig::from_file(path)?,
+            None => VmConfig::default(),
+        };
+        if let Some(k) = self.kernel {
+            c.kernel = k;
+        }
+        if self.initrd.is_some() {
+            c.initrd = self.initrd;
+        }
+        if let Some(m) = self.mem {
+            c.mem = m;
+        }
+        if let Some(v) = self.vcpus {
+            c.vcpus = v;
+        }
+        if self.cmdline.is_some() {
+            c.cmdline = self.cmdline;
+        }
+        if self.timeout.is_some() {
+            c.timeout_secs = self.timeout;
+        }
+        c.boot_timer |= self.boot_timer;
+        if self.serial_out.is_some() {
+            c.serial_out = self.serial_out;
+        }
+        c.devices.extend(self.devices);
+        c.guest_args.extend(self.guest_args);
+        Ok(c)
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let start = Instant::now();
+    let config = args.into_config()?;
+    let report = vmm::run(&config, start)?;
+    if config.boot_timer {
+        let ms = |d: std::time::Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        if let Some(d) = report.guest_entry {
+            eprintln!("vcuda: boot-timer: guest entry {} after VMM start", ms(d));
+        }
+        match report.boot_timer {
+            Some(d) => eprintln!(
+                "vcuda: boot-timer: guest boot-timer write {} after VMM start",
+                ms(d)
+            ),
+            None => eprintln!("vcuda: boot-timer: the guest never wrote the boot timer"),
+        }
+    }
+    match &report.exit {
+        VmExit::GuestStatus(_) | VmExit::Reset | VmExit::PowerOff => {
+            tracing::info!("{}", report.exit)
+        }
+        other => eprintln!("vcuda: {other}"),
+    }
+    Ok(ExitCode::from(report.exit.exit_code()))
+}

@@ -1,0 +1,342 @@
+//! Loading the kernel, initrd and command line, and writing the boot information a kernel reads:
+//! Linux `boot_params` with the e820 map (bzImage, and ELF without a PVH note), or PVH
+//! `hvm_start_info` with its memory map (ELF with a PVH entry note).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use linux_loader::loader::bootparam::boot_params;
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
+use linux_loader::loader::{
+    load_cmdline, BzImage, Cmdline, Elf, KernelLoader, KernelLoaderResult, PvhBootCapability,
+};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::x86_64::layout::*;
+use crate::arch::x86_64::regs::EntryMode;
+
+/// Why the guest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("cannot open {what} {path}: {source} (check the path given to --{what})")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read kernel {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kernel {0} is neither an ELF (vmlinux, PVH) nor a bzImage")]
+    UnknownFormat(PathBuf),
+    #[error(
+        "cannot load kernel {path}: {source} (is it an x86_64 kernel that fits in guest RAM?)"
+    )]
+    Load {
+        path: PathBuf,
+        source: linux_loader::loader::Error,
+    },
+    #[error("initrd {path} ({size} bytes) does not fit in guest RAM below {limit:#x}; give the guest more --mem")]
+    InitrdTooBig {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("cannot write {what} to guest memory: {source}")]
+    Memory {
+        what: &'static str,
+        source: vm_memory::GuestMemoryError,
+    },
+    #[error("kernel command line: {0} (at most {CMDLINE_MAX_SIZE} bytes, printable ASCII)")]
+    Cmdline(linux_loader::cmdline::Error),
+}
+
+/// Where and how the boot vCPU starts.
+#[derive(Debug, Clone, Copy)]
+pub struct BootEntry {
+    pub mode: EntryMode,
+    pub addr: u64,
+}
+
+/// Magic numbers of the boot protocols.
+const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
+const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
+const KERNEL_LOADER_OTHER: u8 = 0xff;
+const KERNEL_MIN_ALIGNMENT_BYTES: u32 = 0x100_0000;
+const XEN_HVM_START_MAGIC_VALUE: u32 = 0x336e_c578;
+const E820_RAM: u32 = 1;
+/// bzImage 64-bit entry: `startup_64` is 0x200 past the protected-mode code.
+const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
+/// `xloadflags` bit: the kernel has a 64-bit entry point.
+const XLF_KERNEL_64: u16 = 1;
+
+/// Builds the command line: the user's, then one `virtio_mmio.device=` per device, then
+/// `-- guest args` (Linux passes those to init).
+pub fn build_cmdline(
+    base: &str,
+    devices: &[(u64, u32)],
+    guest_args: &[String],
+) -> Result<Cmdline, BootError> {
+    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
+    if !base.trim().is_empty() {
+        cmdline
+            .insert_str(base.trim())
+            .map_err(BootError::Cmdline)?;
+    }
+    for (addr, irq) in devices {
+        cmdline
+            .add_virtio_mmio_device(VIRTIO_MMIO_SIZE, GuestAddress(*addr), *irq, None)
+            .map_err(BootError::Cmdline)?;
+    }
+    if !guest_args.is_empty() {
+        cmdline
+            .insert_init_args(guest_args.join(" "))
+            .map_err(BootError::Cmdline)?;
+    }
+    Ok(cmdline)
+}
+
+fn open(what: &'static str, path: &Path) -> Result<File, BootError> {
+    File::open(path).map_err(|source| BootError::Open {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Loads the kernel at `path` and returns its entry and boot protocol.
+fn load_kernel(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+) -> Result<(KernelLoaderResult, BootEntry), BootError> {
+    let mut file = open("kernel", path)?;
+    let read_err = |source| BootError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).map_err(read_err)?;
+    let mut hdrs = [0u8; 4];
+    let is_bzimage = file.seek(SeekFrom::Start(0x202)).is_ok()
+        && file.read_exact(&mut hdrs).is_ok()
+        && &hdrs == b"HdrS";
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let load_err = |source| BootError::Load {
+        path: path.to_owned(),
+        source,
+    };
+    let high = Some(GuestAddress(HIGH_MEMORY_START));
+    if &magic == b"\x7fELF" {
+        let result = Elf::load(mem, None, &mut file, high).map_err(load_err)?;
+        let entry = match result.pvh_boot_cap {
+            PvhBootCapability::PvhEntryPresent(addr) => BootEntry {
+                mode: EntryMode::Pvh,
+                addr: addr.raw_value(),
+            },
+            _ => BootEntry {
+                mode: EntryMode::Linux64,
+                addr: result.kernel_load.raw_value(),
+            },
+        };
+        Ok((result, entry))
+    } else if is_bzimage {
+        let result = BzImage::load(mem, None, &mut file, high).map_err(load_err)?;
+        let has_64bit_entry = result
+            .setup_header
+            .is_some_and(|h| h.xloadflags & XLF_KERNEL_64 != 0);
+        if !has_64bit_entry {
+            return Err(BootError::UnknownFormat(path.to_owned()));
+        }
+        let addr = result.kernel_load.raw_value() + BZIMAGE_64BIT_ENTRY_OFFSET;
+        Ok((
+            result,
+            BootEntry {
+                mode: EntryMode::Linux64,
+                addr,
+            },
+        ))
+    } else {
+        Err(BootError::UnknownFormat(path.to_owned()))
+    }
+}
+
+/// Loads the initrd as high as possible below `limit` (page aligned); returns (address, size).
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    kernel_end: u64,
+    limit: u64,
+) -> Result<(u64, u64), BootError> {
+    let mut file = open("initrd", path)?;
+    let read_err = |source| BootError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let size = file.seek(SeekFrom::End(0)).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let too_big = || BootError::InitrdTooBig {
+        path: path.to_owned(),
+        size,
+        limit,
+    };
+    let addr = limit.checked_sub(size).ok_or_else(too_big)? & !0xfff;
+    if addr < kernel_end {
+        return Err(too_big());
+    }
+    let len = usize::try_from(size).map_err(|_| too_big())?;
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+        .map_err(|source| BootError::Memory {
+            what: "initrd",
+            source,
+        })?;
+    Ok((addr, size))
+}
+
+fn mem_err(what: &'static str) -> impl Fn(vm_memory::GuestMemoryError) -> BootError {
+    move |source| BootError::Memory { what, source }
+}
+
+/// Loads everything and writes the boot information; returns where the boot vCPU starts.
+pub fn load(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &Cmdline,
+) -> Result<BootEntry, BootError> {
+    let (result, entry) = load_kernel(mem, kernel)?;
+    let low_ram_end = mem_size.min(MMIO_GAP_START);
+    let initrd_limit = result.setup_header.map_or(low_ram_end, |h| {
+        low_ram_end.min(u64::from(h.initrd_addr_max) + 1)
+    });
+    let initrd = initrd
+        .map(|p| load_initrd(mem, p, result.kernel_end, initrd_limit))
+        .transpose()?;
+    load_cmdline(mem, GuestAddress(CMDLINE_ADDR), cmdline).map_err(|e| BootError::Load {
+        path: kernel.to_owned(),
+        source: e,
+    })?;
+    let cmdline_size = cmdline
+        .as_cstring()
+        .map_err(BootError::Cmdline)?
+        .as_bytes_with_nul()
+        .len() as u32;
+    match entry.mode {
+        EntryMode::Linux64 => write_boot_params(mem, mem_size, &result, initrd, cmdline_size)?,
+        EntryMode::Pvh => write_pvh_start_info(mem, mem_size, initrd)?,
+    }
+    Ok(entry)
+}
+
+fn write_boot_params(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    result: &KernelLoaderResult,
+    initrd: Option<(u64, u64)>,
+    cmdline_size: u32,
+) -> Result<(), BootError> {
+    let mut params = boot_params::default();
+    if let Some(hdr) = result.setup_header {
+        params.hdr = hdr;
+    } else {
+        params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
+        params.hdr.header = KERNEL_HDR_MAGIC;
+        params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
+    }
+    params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
+    params.hdr.cmdline_size = cmdline_size;
+    if let Some((addr, size)) = initrd {
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+    let ram = usable_ram(mem_size);
+    for (i, (addr, size)) in ram.iter().enumerate() {
+        params.e820_table[i].addr = *addr;
+        params.e820_table[i].size = *size;
+        params.e820_table[i].r#type = E820_RAM;
+    }
+    params.e820_entries = ram.len() as u8;
+    mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))
+        .map_err(mem_err("boot_params"))
+}
+
+fn write_pvh_start_info(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    initrd: Option<(u64, u64)>,
+) -> Result<(), BootError> {
+    let ram = usable_ram(mem_size);
+    for (i, (addr, size)) in ram.iter().enumerate() {
+        let entry = hvm_memmap_table_entry {
+            addr: *addr,
+            size: *size,
+            type_: E820_RAM,
+            reserved: 0,
+        };
+        let at = PVH_MEMMAP_ADDR + (i * std::mem::size_of::<hvm_memmap_table_entry>()) as u64;
+        mem.write_obj(entry, GuestAddress(at))
+            .map_err(mem_err("PVH memory map"))?;
+    }
+    let mut info = hvm_start_info {
+        magic: XEN_HVM_START_MAGIC_VALUE,
+        version: 1,
+        cmdline_paddr: CMDLINE_ADDR,
+        memmap_paddr: PVH_MEMMAP_ADDR,
+        memmap_entries: ram.len() as u32,
+        ..Default::default()
+    };
+    if let Some((addr, size)) = initrd {
+        // The module list goes right after the start info.
+        let modlist = PVH_INFO_ADDR + std::mem::size_of::<hvm_start_info>() as u64;
+        let module = hvm_modlist_entry {
+            paddr: addr,
+            size,
+            ..Default::default()
+        };
+        mem.write_obj(module, GuestAddress(modlist))
+            .map_err(mem_err("PVH module list"))?;
+        info.nr_modules = 1;
+        info.modlist_paddr = modlist;
+    }
+    mem.write_obj(info, GuestAddress(PVH_INFO_ADDR))
+        .map_err(mem_err("PVH start info"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_announces_devices_and_guest_args() {
+        let c = build_cmdline(
+            "console=ttyS0",
+            &[(0xc000_1000, 5), (0xc000_2000, 6)],
+            &["hello".into(), "x".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            c.as_cstring().unwrap().to_str().unwrap(),
+            "console=ttyS0 virtio_mmio.device=4K@0xc0001000:5 \
+             virtio_mmio.device=4K@0xc0002000:6 -- hello x"
+        );
+    }
+
+    #[test]
+    fn garbage_kernel_is_rejected() {
+        let dir = std::env::temp_dir().join(format!("vcuda-boot-{}", std::process::id()));
+        std::fs::write(&dir, b"not a kernel at all").unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let c = build_cmdline("", &[], &[]).unwrap();
+        let err = load(&mem, 16 << 20, &dir, None, &c).unwrap_err();
+        assert!(matches!(err, BootError::UnknownFormat(_)), "{err}");
+        let err = load(&mem, 16 << 20, Path::new("/nonexistent/k"), None, &c).unwrap_err();
+        assert!(err.to_string().contains("--kernel"), "{err}");
+        std::fs::remove_file(dir).unwrap();
+    }
+}

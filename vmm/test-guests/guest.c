@@ -1,0 +1,298 @@
+/* vcuda VMM test guest: freestanding 64-bit C (no SSE, no int3), entered by entry.S with the
+ * Linux 64-bit boot protocol. The mode is the first word after " -- " on the kernel command
+ * line (`vcuda run --kernel guest.elf -- MODE [ARG]`):
+ *
+ *   hello         print a greeting, exit 0
+ *   exit N        exit with status N through the debug-exit port (0xf4)
+ *   reset         i8042 reset (port 0x64 <- 0xfe)
+ *   triple-fault  page fault with no IDT -> double fault -> triple fault
+ *   spin          loop forever (for --timeout)
+ *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
+ *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
+ *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
+ *
+ * Results are printed as "ok NAME" / "FAIL NAME" lines; the exit status is the FAIL count. */
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long u64;
+
+#define barrier() __asm__ volatile("" ::: "memory")
+
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline u32 mmio_read32(u64 a) { return *(volatile u32 *)a; }
+static inline u16 mmio_read16(u64 a) { return *(volatile u16 *)a; }
+static inline void mmio_write32(u64 a, u32 v) { *(volatile u32 *)a = v; }
+static inline void mmio_write16(u64 a, u16 v) { *(volatile u16 *)a = v; }
+
+void *memset(void *d, int c, u64 n) { u8 *p = d; while (n--) *p++ = (u8)c; return d; }
+void *memcpy(void *d, const void *s, u64 n) { u8 *p = d; const u8 *q = s; while (n--) *p++ = *q++; return d; }
+int memcmp(const void *a, const void *b, u64 n) {
+    const u8 *p = a, *q = b;
+    for (; n; n--, p++, q++) if (*p != *q) return *p - *q;
+    return 0;
+}
+
+static void putc(char c) {
+    while (!(inb(0x3f8 + 5) & 0x20)) {}
+    outb(0x3f8, (u8)c);
+}
+static void puts(const char *s) { while (*s) putc(*s++); }
+static void putu(u64 v) {
+    char b[24]; int i = 0;
+    do { b[i++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (i) putc(b[--i]);
+}
+static void puthex(u64 v) {
+    puts("0x");
+    for (int s = 60; s >= 0; s -= 4) { u64 d = (v >> s) & 0xf; if (d || s == 0 || v >> s) putc("0123456789abcdef"[d]); }
+}
+
+static void exit_with(u8 status) { outb(0xf4, status); for (;;) __asm__ volatile("hlt"); }
+
+static int failures;
+static void check(int ok, const char *name) {
+    puts(ok ? "ok " : "FAIL ");
+    puts(name);
+    putc('\n');
+    if (!ok) failures++;
+}
+
+/* ---- command line ---- */
+static const char *find(const char *s, const char *pat) {
+    for (; *s; s++) {
+        const char *a = s, *b = pat;
+        while (*a && *b && *a == *b) { a++; b++; }
+        if (!*b) return s;
+    }
+    return 0;
+}
+static int word_is(const char *s, const char *w) {
+    while (*w && *s == *w) { s++; w++; }
+    return !*w && (*s == 0 || *s == ' ');
+}
+static u64 parse_num(const char **sp) {
+    const char *s = *sp; u64 v = 0; int base = 10;
+    if (s[0] == '0' && s[1] == 'x') { base = 16; s += 2; }
+    for (;; s++) {
+        int d;
+        if (*s >= '0' && *s <= '9') d = *s - '0';
+        else if (base == 16 && *s >= 'a' && *s <= 'f') d = *s - 'a' + 10;
+        else break;
+        v = v * (u64)base + (u64)d;
+    }
+    *sp = s;
+    return v;
+}
+
+/* ---- interrupts: IDT, LAPIC, IOAPIC ---- */
+struct idt_entry { u16 off0, sel, flags, off1; u32 off2, zero; } __attribute__((packed));
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+static volatile u32 irq_count;
+#define LAPIC 0xfee00000UL
+#define IOAPIC 0xfec00000UL
+#define IRQ_VECTOR 0x40
+
+struct interrupt_frame;
+__attribute__((interrupt)) static void virtio_isr(struct interrupt_frame *f) {
+    (void)f;
+    irq_count++;
+    mmio_write32(LAPIC + 0xb0, 0); /* EOI */
+}
+
+static void setup_interrupts(u32 irq) {
+    u64 h = (u64)virtio_isr;
+    u16 cs; __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    idt[IRQ_VECTOR] = (struct idt_entry){ (u16)h, cs, 0x8e00, (u16)(h >> 16), (u32)(h >> 32), 0 };
+    struct { u16 limit; u64 base; } __attribute__((packed)) idtr = { sizeof(idt) - 1, (u64)idt };
+    __asm__ volatile("lidt %0" ::"m"(idtr));
+    outb(0x21, 0xff); outb(0xa1, 0xff);              /* mask the 8259s */
+    mmio_write32(LAPIC + 0xf0, 0x1ff);               /* LAPIC software enable */
+    mmio_write32(LAPIC + 0x80, 0);                   /* TPR: accept all */
+    mmio_write32(IOAPIC, 0x10 + 2 * irq + 1);        /* redirection entry, high: dest 0 */
+    mmio_write32(IOAPIC + 0x10, 0);
+    mmio_write32(IOAPIC, 0x10 + 2 * irq);            /* low: vector, fixed, edge, unmasked */
+    mmio_write32(IOAPIC + 0x10, IRQ_VECTOR);
+}
+
+/* ---- virtio-mmio (virtio 1.2 section 4.2.2) ---- */
+enum {
+    MAGIC = 0x000, VERSION = 0x004, DEVICE_ID = 0x008, DEV_FEAT = 0x010, DEV_FEAT_SEL = 0x014,
+    DRV_FEAT = 0x020, DRV_FEAT_SEL = 0x024, QUEUE_SEL = 0x030, QUEUE_NUM_MAX = 0x034,
+    QUEUE_NUM = 0x038, QUEUE_READY = 0x044, QUEUE_NOTIFY = 0x050, INT_STATUS = 0x060,
+    INT_ACK = 0x064, STATUS = 0x070, DESC_LO = 0x080, DESC_HI = 0x084, AVAIL_LO = 0x090,
+    AVAIL_HI = 0x094, USED_LO = 0x0a0, USED_HI = 0x0a4, CONFIG_GEN = 0x0fc, CONFIG = 0x100,
+};
+enum { S_ACK = 1, S_DRIVER = 2, S_DRIVER_OK = 4, S_FEATURES_OK = 8, S_NEEDS_RESET = 0x40 };
+#define QSIZE 16
+struct desc { u64 addr; u32 len; u16 flags, next; };
+static struct desc descs[QSIZE] __attribute__((aligned(16)));
+static struct { u16 flags, idx, ring[QSIZE], used_event; } avail __attribute__((aligned(2)));
+static struct { u16 flags, idx; struct { u32 id, len; } ring[QSIZE]; u16 avail_event; } used
+    __attribute__((aligned(4)));
+static const char ping[] = "ping from the guest";
+static char pong[64];
+
+static void test_virtio(u64 base, u32 irq) {
+    puts("virtio-mmio device at "); puthex(base); puts(" irq "); putu(irq); putc('\n');
+    check(mmio_read32(base + MAGIC) == 0x74726976, "magic");
+    check(mmio_read32(base + VERSION) == 2, "version 2");
+    check(mmio_read32(base + DEVICE_ID) == 0xEC40, "device id echo");
+    check(mmio_read16(base + MAGIC) == 0, "16-bit register read ignored");
+
+    /* A driver that does not accept VERSION_1 must not get FEATURES_OK. */
+    mmio_write32(base + STATUS, 0);
+    mmio_write32(base + STATUS, S_ACK);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER);
+    mmio_write32(base + DRV_FEAT_SEL, 1); mmio_write32(base + DRV_FEAT, 0);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK);
+    check(!(mmio_read32(base + STATUS) & S_FEATURES_OK), "FEATURES_OK refused without VERSION_1");
+
+    /* Proper negotiation. */
+    mmio_write32(base + STATUS, 0);
+    check(mmio_read32(base + STATUS) == 0, "reset");
+    mmio_write32(base + STATUS, S_ACK);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER);
+    mmio_write32(base + DEV_FEAT_SEL, 1);
+    u32 hi = mmio_read32(base + DEV_FEAT);
+    check(hi & 1, "device offers VERSION_1");
+    mmio_write32(base + DRV_FEAT_SEL, 1); mmio_write32(base + DRV_FEAT, 1);
+    mmio_write32(base + DRV_FEAT_SEL, 0); mmio_write32(base + DRV_FEAT, 0);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK);
+    check(mmio_read32(base + STATUS) & S_FEATURES_OK, "FEATURES_OK accepted");
+
+    /* Queue 0. */
+    mmio_write32(base + QUEUE_SEL, 1);
+    check(mmio_read32(base + QUEUE_NUM_MAX) == 0, "queue 1 does not exist");
+    mmio_write32(base + QUEUE_SEL, 0);
+    u32 max = mmio_read32(base + QUEUE_NUM_MAX);
+    check(max >= QSIZE, "QueueNumMax");
+    check(mmio_read32(base + QUEUE_READY) == 0, "queue not ready before setup");
+    mmio_write32(base + QUEUE_NUM, QSIZE);
+    mmio_write32(base + DESC_LO, (u32)(u64)descs); mmio_write32(base + DESC_HI, 0);
+    mmio_write32(base + AVAIL_LO, (u32)(u64)&avail); mmio_write32(base + AVAIL_HI, 0);
+    mmio_write32(base + USED_LO, (u32)(u64)&used); mmio_write32(base + USED_HI, 0);
+    mmio_write32(base + QUEUE_READY, 1);
+    check(mmio_read32(base + QUEUE_READY) == 1, "queue ready");
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+    u32 st = mmio_read32(base + STATUS);
+    check((st & S_DRIVER_OK) && !(st & S_NEEDS_RESET), "DRIVER_OK, device live");
+
+    /* Config space: scratch write raises a config interrupt and bumps the generation. */
+    u32 gen = mmio_read32(base + CONFIG_GEN);
+    mmio_write32(base + CONFIG + 4, 0xc0da);
+    check(mmio_read32(base + CONFIG + 4) == 0xc0da, "config scratch read back");
+    check(mmio_read32(base + CONFIG_GEN) == gen + 1, "config generation bumped");
+    check(mmio_read32(base + INT_STATUS) & 2, "config-change interrupt status");
+    mmio_write32(base + INT_ACK, 2);
+
+    /* Misuse after DRIVER_OK is ignored. */
+    mmio_write32(base + QUEUE_NUM, 3);
+    mmio_write32(base + QUEUE_NOTIFY, 7);
+    mmio_write32(base + MAGIC, 0);
+    check(mmio_read32(base + MAGIC) == 0x74726976, "write to read-only register ignored");
+
+    /* Round trip: readable "ping", writable 64-byte buffer. */
+    setup_interrupts(irq);
+    irq_count = 0;
+    descs[0] = (struct desc){ (u64)ping, sizeof(ping) - 1, 1 /* NEXT */, 1 };
+    descs[1] = (struct desc){ (u64)pong, sizeof(pong), 2 /* WRITE */, 0 };
+    avail.ring[0] = 0;
+    barrier();
+    avail.idx = 1;
+    barrier();
+    mmio_write32(base + QUEUE_NOTIFY, 0);
+    __asm__ volatile("sti");
+    while (irq_count == 0) __asm__ volatile("sti; hlt; cli");
+    check(irq_count >= 1, "used-ring interrupt (irqfd -> IOAPIC -> LAPIC)");
+    check(mmio_read32(base + INT_STATUS) & 1, "InterruptStatus used-ring bit");
+    mmio_write32(base + INT_ACK, 1);
+    check((mmio_read32(base + INT_STATUS) & 1) == 0, "InterruptACK clears it");
+    barrier();
+    check(used.idx == 1 && used.ring[0].id == 0, "used ring entry");
+    check(used.ring[0].len == sizeof(ping) - 1, "used length");
+    check(memcmp(pong, ping, sizeof(ping) - 1) == 0, "echoed payload");
+    puts("echo: "); puts(pong); putc('\n');
+    check(mmio_read32(base + CONFIG) == 1, "config chains counter");
+
+    /* Reset. */
+    mmio_write32(base + STATUS, 0);
+    check(mmio_read32(base + STATUS) == 0 && mmio_read32(base + QUEUE_READY) == 0,
+          "device reset clears status and queues");
+}
+
+static void virtio_mode(const char *cmdline) {
+    int devices = 0;
+    for (const char *p = cmdline; (p = find(p, "virtio_mmio.device=")); ) {
+        p += 19;
+        const char *at = find(p, "@");
+        if (!at) break;
+        const char *s = at + 1;
+        u64 base = parse_num(&s);
+        u32 irq = 0;
+        if (*s == ':') { s++; irq = (u32)parse_num(&s); }
+        test_virtio(base, irq);
+        devices++;
+        p = s;
+    }
+    check(devices > 0, "found virtio_mmio.device= on the command line");
+}
+
+/* ---- info: e820 from boot_params, CPUs from the MP table ---- */
+static void info_mode(const u8 *bp) {
+    u8 n = bp[0x1e8];
+    u64 total = 0;
+    for (u8 i = 0; i < n; i++) {
+        const u8 *e = bp + 0x2d0 + 20 * i;
+        if (*(const u32 *)(e + 16) == 1) total += *(const u64 *)(e + 8);
+    }
+    puts("ram_mib="); putu((total + (1 << 19)) >> 20); putc('\n');
+    int cpus = 0;
+    for (const u8 *p = (const u8 *)0x9fc00; p < (const u8 *)0xa0000; p += 16) {
+        if (memcmp(p, "_MP_", 4) == 0) {
+            const u8 *t = (const u8 *)(u64)*(const u32 *)(p + 4);
+            u16 count = *(const u16 *)(t + 34);
+            const u8 *e = t + 44;
+            for (u16 i = 0; i < count; i++) {
+                if (e[0] == 0) { cpus++; e += 20; } else e += 8;
+            }
+            break;
+        }
+    }
+    puts("cpus="); putu((u64)cpus); putc('\n');
+}
+
+void guest_main(const u8 *boot_params) {
+    const char *cmdline = (const char *)(u64)*(const u32 *)(boot_params + 0x228);
+    const char *args = find(cmdline, " -- ");
+    const char *mode = args ? args + 4 : "";
+    if (word_is(mode, "hello")) {
+        puts("hello from the vcuda test guest\n");
+        exit_with(0);
+    } else if (word_is(mode, "exit")) {
+        const char *s = mode + 5;
+        exit_with((u8)parse_num(&s));
+    } else if (word_is(mode, "reset")) {
+        puts("resetting through the i8042\n");
+        outb(0x64, 0xfe);
+    } else if (word_is(mode, "triple-fault")) {
+        puts("triple fault coming\n");
+        struct { u16 limit; u64 base; } __attribute__((packed)) none = { 0, 0 };
+        __asm__ volatile("lidt %0" ::"m"(none));
+        (void)*(volatile u64 *)0x4000000000UL; /* not mapped: #PF -> #DF -> shutdown */
+    } else if (word_is(mode, "spin")) {
+        puts("spinning\n");
+        for (;;) barrier();
+    } else if (word_is(mode, "info")) {
+        info_mode(boot_params);
+        exit_with(0);
+    } else if (word_is(mode, "virtio")) {
+        virtio_mode(cmdline);
+        puts(failures ? "virtio: FAILED\n" : "virtio: all checks passed\n");
+        exit_with((u8)failures);
+    }
+    puts("unknown mode: "); puts(mode); putc('\n');
+    exit_with(99);
+}
