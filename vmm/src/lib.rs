@@ -4,6 +4,8 @@
 //! - [`builder::run`] boots a [`config::VmConfig`] and runs it until the guest exits.
 //! - [`devices::virtio::VirtioDevice`] is the trait new virtio devices implement.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod arch;
 pub mod boot;
 pub mod builder;

@@ -7,6 +7,7 @@
  *   reset         i8042 reset (port 0x64 <- 0xfe)
  *   triple-fault  page fault with no IDT -> double fault -> triple fault
  *   spin          loop forever (for --timeout)
+ *   calibrate N   run N million iterations of a 3-instruction loop, exit 0 (KVM speed check)
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
@@ -285,6 +286,11 @@ void guest_main(const u8 *boot_params) {
     } else if (word_is(mode, "spin")) {
         puts("spinning\n");
         for (;;) barrier();
+    } else if (word_is(mode, "calibrate")) {
+        const char *s = mode + 10;
+        u64 n = parse_num(&s) * 1000000;
+        for (u64 i = 0; i < n; i++) barrier();
+        exit_with(0);
     } else if (word_is(mode, "info")) {
         info_mode(boot_params);
         exit_with(0);

@@ -61,6 +61,13 @@ pub const VIRTIO_IRQ_LAST: u32 = 23;
 pub const MIN_MEM: u64 = 8 << 20;
 pub const MAX_MEM: u64 = 1 << 40;
 
+// The fixed boot structures must not overlap (checked at compile time).
+const _: () = {
+    assert!(PD_ADDR + PD_COUNT * 0x1000 <= CMDLINE_ADDR);
+    assert!(PVH_MEMMAP_ADDR + 16 * 24 <= ZERO_PAGE_ADDR);
+    assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+};
+
 /// Guest RAM regions for `mem` bytes: below the MMIO gap, and the rest above 4 GiB.
 pub fn ram_regions(mem: u64) -> Vec<(u64, u64)> {
     if mem <= MMIO_GAP_START {
@@ -102,12 +109,5 @@ mod tests {
                 (HIGH_MEMORY_START, (64 << 20) - HIGH_MEMORY_START)
             ]
         );
-    }
-
-    #[test]
-    fn fixed_addresses_do_not_overlap() {
-        assert!(PD_ADDR + PD_COUNT * 0x1000 <= CMDLINE_ADDR);
-        assert!(PVH_MEMMAP_ADDR + 16 * 24 <= ZERO_PAGE_ADDR);
-        assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
     }
 }
