@@ -72,6 +72,10 @@ pub struct RunReport {
     pub boot_timer: Option<Duration>,
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// The event-loop token of the exit eventfd; queue eventfds use their index.
 const EXIT_TOKEN: u64 = u64::MAX;
 
@@ -100,7 +104,9 @@ fn serial_out(config: &VmConfig) -> Result<SerialOut, BuildError> {
 /// (the reference point of the boot timings).
 pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
     config.validate()?;
-    let vm = Vm::new(config.mem)?;
+    let lap = |step: &str| debug!("{step}: {:.3} ms after VMM start", ms(start.elapsed()));
+    let mut vm = Vm::new(config.mem)?;
+    lap("VM and memory created");
     let mem = vm.memory().clone();
     let exit = ExitSignal::new()?;
     let kvm_err = |what| move |source| BuildError::Kvm { what, source };
@@ -170,6 +176,8 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
         info!("virtio-mmio device {kind:?} at {base:#x}, irq {irq}");
     }
 
+    lap("devices created");
+
     // Kernel, command line, boot information.
     let cmdline = boot::build_cmdline(
         config.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE),
@@ -187,6 +195,8 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
     regs::write_boot_tables(&mem, entry.mode)?;
     mptable::write(&mem, config.vcpus)?;
 
+    lap("kernel loaded");
+
     // vCPUs.
     vcpu::install_kick_handler()?;
     let cpuid = vcpu::supported_cpuid(&vm)?;
@@ -202,10 +212,13 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
             io_bus: io_bus.clone(),
             mmio_bus: mmio_bus.clone(),
             exit: exit.clone(),
+            mem: mem.clone(),
             entered: entered.clone(),
             start,
         });
     }
+    lap("vCPUs created");
+    let memory_thread = vm.register_deferred_memory();
     let mut threads = Vec::new();
     for runner in runners {
         let handle = std::thread::Builder::new()
@@ -229,6 +242,10 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
         warn!("cannot flush serial output: {e}");
     }
     loop_result?;
+    match memory_thread.join() {
+        Ok(result) => result?,
+        Err(_) => warn!("the memory registration thread panicked"),
+    }
     Ok(RunReport {
         exit: exit.get().unwrap_or(VmExit::PowerOff),
         guest_entry: entered.get().copied(),

@@ -8,6 +8,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tracing::{debug, warn};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::arch::x86_64::{cpuid, lapic, msr, regs};
@@ -99,6 +100,8 @@ pub struct VcpuRunner {
     pub io_bus: Arc<Bus>,
     pub mmio_bus: Arc<Bus>,
     pub exit: ExitSignal,
+    /// Guest RAM, for accesses to memory slots not yet registered with KVM.
+    pub mem: GuestMemoryMmap,
     /// Set by vCPU 0 just before its first KVM_RUN: VMM start → guest entry.
     pub entered: Arc<OnceLock<Duration>>,
     pub start: Instant,
@@ -132,14 +135,20 @@ impl VcpuRunner {
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                if !self.mmio_bus.read(addr, data) {
+                // Not a device: guest RAM whose memory slot is still being registered
+                // (`vm::EAGER_MEMORY`), or nothing (reads as all ones).
+                if !self.mmio_bus.read(addr, data)
+                    && self.mem.read_slice(data, GuestAddress(addr)).is_err()
+                {
                     debug!("vCPU {id}: read of unmapped MMIO {addr:#x}");
                     data.fill(0xff);
                 }
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                if !self.mmio_bus.write(addr, data) {
+                if !self.mmio_bus.write(addr, data)
+                    && self.mem.write_slice(data, GuestAddress(addr)).is_err()
+                {
                     debug!("vCPU {id}: write to unmapped MMIO {addr:#x}");
                 }
                 None
