@@ -8,6 +8,8 @@
  *   triple-fault  page fault with no IDT -> double fault -> triple fault
  *   spin          loop forever (for --timeout)
  *   calibrate N   run N million iterations of a 3-instruction loop, exit 0 (KVM speed check)
+ *   memtest       write and read back RAM at 1 GiB, 2 GiB and just above 4 GiB (needs --mem > 4G),
+ *                 right after entry, while the VMM may still be registering those memory slots
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
@@ -241,6 +243,25 @@ static void virtio_mode(const char *cmdline) {
     check(devices > 0, "found virtio_mmio.device= on the command line");
 }
 
+/* ---- memtest ---- */
+static u64 pd_high[512] __attribute__((aligned(4096)));
+
+static void memtest_mode(void) {
+    /* Map 4..5 GiB: PDPT (at 0xa000, set up by the VMM) entry 4 -> our page directory. */
+    for (u64 i = 0; i < 512; i++) pd_high[i] = ((4UL << 30) + (i << 21)) | 0x83;
+    ((volatile u64 *)0xa000)[4] = (u64)pd_high | 3;
+    u64 cr3; __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) :: "memory");
+    static const u64 addrs[] = { (1UL << 30) + 0x1000, 2UL << 30, (4UL << 30) + 0x2000 };
+    for (int i = 0; i < 3; i++) {
+        volatile u64 *p = (volatile u64 *)addrs[i];
+        u64 pattern = 0x5a5a000000000000UL | addrs[i];
+        *p = pattern;
+        p[1] = ~pattern;
+        puts("memtest "); puthex(addrs[i]); putc('\n');
+        check(*p == pattern && p[1] == ~pattern, "RAM reads back what was written");
+    }
+}
+
 /* ---- info: e820 from boot_params, CPUs from the MP table ---- */
 static void info_mode(const u8 *bp) {
     u8 n = bp[0x1e8];
@@ -291,6 +312,9 @@ void guest_main(const u8 *boot_params) {
         u64 n = parse_num(&s) * 1000000;
         for (u64 i = 0; i < n; i++) barrier();
         exit_with(0);
+    } else if (word_is(mode, "memtest")) {
+        memtest_mode();
+        exit_with((u8)failures);
     } else if (word_is(mode, "info")) {
         info_mode(boot_params);
         exit_with(0);

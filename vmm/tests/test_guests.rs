@@ -151,6 +151,31 @@ fn e820_and_mp_table_describe_ram_and_vcpus() {
 }
 
 #[test]
+fn ram_beyond_the_eager_slot_works_from_the_first_instruction() {
+    require_kvm!();
+    // Memory above 1 GiB is registered with KVM in the background; accesses before that
+    // completes are served by the VMM from the same mapping.
+    let o = vcuda_run(&[
+        "--kernel",
+        kernel(),
+        "--mem",
+        "64G",
+        "--timeout",
+        "20",
+        "--",
+        "memtest",
+    ]);
+    assert!(!stdout(&o).contains("FAIL"), "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).matches("ok RAM reads back").count(),
+        3,
+        "{}",
+        stdout(&o)
+    );
+    assert_exit(&o, 0);
+}
+
+#[test]
 fn pvh_entry_gets_start_info_and_cmdline() {
     require_kvm!();
     let o = vcuda_run(&[

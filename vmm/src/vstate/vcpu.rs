@@ -137,19 +137,23 @@ impl VcpuRunner {
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 // Not a device: guest RAM whose memory slot is still being registered
                 // (`vm::EAGER_MEMORY`), or nothing (reads as all ones).
-                if !self.mmio_bus.read(addr, data)
-                    && self.mem.read_slice(data, GuestAddress(addr)).is_err()
-                {
-                    debug!("vCPU {id}: read of unmapped MMIO {addr:#x}");
-                    data.fill(0xff);
+                if !self.mmio_bus.read(addr, data) {
+                    match self.mem.read_slice(data, GuestAddress(addr)) {
+                        Ok(()) => debug!("vCPU {id}: RAM read at {addr:#x} before its slot"),
+                        Err(_) => {
+                            debug!("vCPU {id}: read of unmapped MMIO {addr:#x}");
+                            data.fill(0xff);
+                        }
+                    }
                 }
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                if !self.mmio_bus.write(addr, data)
-                    && self.mem.write_slice(data, GuestAddress(addr)).is_err()
-                {
-                    debug!("vCPU {id}: write to unmapped MMIO {addr:#x}");
+                if !self.mmio_bus.write(addr, data) {
+                    match self.mem.write_slice(data, GuestAddress(addr)) {
+                        Ok(()) => debug!("vCPU {id}: RAM write at {addr:#x} before its slot"),
+                        Err(_) => debug!("vCPU {id}: write to unmapped MMIO {addr:#x}"),
+                    }
                 }
                 None
             }
