@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cuda;
 pub mod data;
 pub mod executor;
+pub mod image;
 pub mod server;
 pub mod session;
 
