@@ -43,7 +43,7 @@ impl BusDevice for BootTimer {
         let elapsed = self.start.elapsed();
         if self.first_write.set(elapsed).is_ok() && self.print {
             eprintln!(
-                "vcuda: boot-timer: guest booted {:.3} ms after VMM start",
+                "vcuda: boot-timer: guest boot-timer write {:.3} ms after VMM start",
                 elapsed.as_secs_f64() * 1e3
             );
         }
