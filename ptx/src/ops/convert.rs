@@ -1,0 +1,539 @@
+//! Conversions: `cvt` (int↔int with saturation, int↔float and float↔float with `.rn/.rz/.rm/.rp`
+//! and `.rni/.rzi/.rmi/.rpi`, `.ftz`, `.sat`, f16/bf16 incl. packed `x2`) and `cvta` (generic ↔
+//! state-space addresses, see the windows in [`crate::exec`]).
+
+use crate::ast::{Instruction, StateSpace, Ty};
+use crate::error::ExecError;
+use crate::exec::{Ctx, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW};
+use crate::ir::{Reg, Src};
+use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
+use crate::ops::float::{round_to_f32, Rnd};
+use crate::ops::int::{mask, sext, zext};
+
+/// Integer rounding of a float (`.rni` etc.).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IRnd {
+    Rni,
+    Rzi,
+    Rmi,
+    Rpi,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CvtOp {
+    Cvt {
+        dty: Ty,
+        sty: Ty,
+        irnd: Option<IRnd>,
+        frnd: Rnd,
+        ftz: bool,
+        sat: bool,
+        d: Reg,
+        a: Src,
+    },
+    /// `cvt.rn.f16x2.f32 d, a, b` and bf16x2: a → upper half, b → lower half.
+    Pack2 { bf16: bool, d: Reg, a: Src, b: Src },
+    /// Generic ↔ space: `d = a + add` (wrapping), truncated to 32 bits if `narrow`.
+    Cvta {
+        add: u64,
+        narrow: bool,
+        d: Reg,
+        a: Src,
+    },
+}
+
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CvtOp> {
+    let mut m = Mods::new(&i.mods);
+    let o = &i.operands;
+    let r = if i.opcode == "cvta" {
+        arity(cx, i, 2)?;
+        let to = m.has("to");
+        let space = match m.one_of(&["global", "shared", "local", "const", "param"]) {
+            Some("shared") => StateSpace::Shared,
+            Some("local") => StateSpace::Local,
+            Some("param") => StateSpace::Param,
+            Some(_) => StateSpace::Global,
+            None => return Err(cx.err("cvta needs a state space")),
+        };
+        m.has("cta");
+        let ty = m.ty()?;
+        let base = match space {
+            StateSpace::Shared => SHARED_WINDOW,
+            StateSpace::Local => LOCAL_WINDOW,
+            StateSpace::Param => PARAM_WINDOW,
+            _ => 0,
+        };
+        let narrow = ty.bits() == 32;
+        if narrow && !to && base != 0 {
+            return Err(LowerErr::Unsupported("32-bit generic addresses".into()));
+        }
+        CvtOp::Cvta {
+            add: if to { base.wrapping_neg() } else { base },
+            narrow,
+            d: cx.dst(&o[0])?,
+            a: cx.src(&o[1], ty)?,
+        }
+    } else {
+        let irnd = match m.one_of(&["rni", "rzi", "rmi", "rpi"]) {
+            Some("rni") => Some(IRnd::Rni),
+            Some("rzi") => Some(IRnd::Rzi),
+            Some("rmi") => Some(IRnd::Rmi),
+            Some("rpi") => Some(IRnd::Rpi),
+            _ => None,
+        };
+        let frnd = Rnd::take(&mut m).unwrap_or(Rnd::Rn);
+        let ftz = m.has("ftz");
+        let sat = m.has("sat");
+        m.has("relu");
+        let t = m.types();
+        let [dty, sty] = t[..] else {
+            return Err(cx.err("cvt needs destination and source types"));
+        };
+        if matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
+            arity(cx, i, 3)?;
+            if sty != Ty::F32 {
+                return Err(LowerErr::Unsupported("packed cvt from non-f32".into()));
+            }
+            CvtOp::Pack2 {
+                bf16: dty == Ty::Bf16x2,
+                d: cx.dst(&o[0])?,
+                a: cx.src(&o[1], sty)?,
+                b: cx.src(&o[2], sty)?,
+            }
+        } else {
+            arity(cx, i, 2)?;
+            if dty.bits() > 64 || sty.bits() > 64 || dty == Ty::Pred || sty == Ty::Pred {
+                return Err(LowerErr::Unsupported(format!("cvt {dty:?} <- {sty:?}")));
+            }
+            CvtOp::Cvt {
+                dty,
+                sty,
+                irnd,
+                frnd,
+                ftz,
+                sat,
+                d: cx.dst(&o[0])?,
+                a: cx.src(&o[1], sty)?,
+            }
+        }
+    };
+    m.finish()?;
+    Ok(r)
+}
+
+/// f32 → IEEE half, round to nearest even.
+pub(crate) fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign
+            | 0x7c00
+            | if man != 0 {
+                0x200 | (man >> 13) as u16
+            } else {
+                0
+            };
+    }
+    let e = exp - 112;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let halfway = 1 << (shift - 1);
+        let r = if rem > halfway || (rem == halfway && half & 1 == 1) {
+            half + 1
+        } else {
+            half
+        };
+        return sign | r as u16;
+    }
+    let mut r = ((e as u32) << 10) | (man >> 13);
+    let rem = man & 0x1fff;
+    if rem > 0x1000 || (rem == 0x1000 && r & 1 == 1) {
+        r += 1;
+    }
+    sign | r as u16
+}
+
+/// IEEE half → f32 (exact).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let man = u32::from(h & 0x3ff);
+    if exp == 0 {
+        let v = man as f32 * f32::from_bits(0x3380_0000); // 2^-24
+        return if sign != 0 { -v } else { v };
+    }
+    if exp == 0x1f {
+        return f32::from_bits(sign | 0x7f80_0000 | (man << 13));
+    }
+    f32::from_bits(sign | ((exp + 112) << 23) | (man << 13))
+}
+
+/// f32 → bfloat16, round to nearest even.
+pub(crate) fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// bfloat16 → f32 (exact).
+pub(crate) fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+fn ftz32(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+fn round_int(x: f64, r: IRnd) -> f64 {
+    match r {
+        IRnd::Rni => x.round_ties_even(),
+        IRnd::Rzi => x.trunc(),
+        IRnd::Rmi => x.floor(),
+        IRnd::Rpi => x.ceil(),
+    }
+}
+
+fn int_range(t: Ty) -> (i128, i128) {
+    let w = t.bits();
+    if t.is_signed() {
+        (-(1i128 << (w - 1)), (1i128 << (w - 1)) - 1)
+    } else {
+        (0, (1i128 << w) - 1)
+    }
+}
+
+/// One `cvt` on raw bits.
+pub(crate) fn cvt(
+    dty: Ty,
+    sty: Ty,
+    irnd: Option<IRnd>,
+    frnd: Rnd,
+    ftz: bool,
+    sat: bool,
+    x: u64,
+) -> u64 {
+    // Source value: exact integer or exact float.
+    let fval = match sty {
+        Ty::F32 => {
+            let v = f32::from_bits(x as u32);
+            Some(f64::from(if ftz { ftz32(v) } else { v }))
+        }
+        Ty::F64 => Some(f64::from_bits(x)),
+        Ty::F16 => Some(f64::from(f16_to_f32(x as u16))),
+        Ty::Bf16 => Some(f64::from(bf16_to_f32(x as u16))),
+        _ => None,
+    };
+    let ival: i128 = if sty.is_signed() {
+        i128::from(sext(x, sty.bits()))
+    } else {
+        i128::from(zext(x, sty.bits()))
+    };
+    if !dty.is_float() {
+        let v: i128 = match fval {
+            Some(f) => {
+                if f.is_nan() {
+                    0
+                } else {
+                    let r = round_int(f, irnd.unwrap_or(IRnd::Rzi));
+                    let (lo, hi) = int_range(dty);
+                    (r as i128).clamp(lo, hi)
+                }
+            }
+            None => {
+                if sat {
+                    let (lo, hi) = int_range(dty);
+                    ival.clamp(lo, hi)
+                } else {
+                    ival
+                }
+            }
+        };
+        let w = dty.bits();
+        return if dty.is_signed() {
+            (sext(v as u64, w)) as u64
+        } else {
+            (v as u64) & mask(w)
+        };
+    }
+    // Float destination.
+    let clamp01 = |f: f64| {
+        if sat {
+            if f.is_nan() {
+                0.0
+            } else {
+                f.clamp(0.0, 1.0)
+            }
+        } else {
+            f
+        }
+    };
+    match dty {
+        Ty::F64 => {
+            let v = match fval {
+                Some(f) => irnd.map_or(f, |r| round_int(f, r)),
+                None => {
+                    let r = ival as f64;
+                    let err = ival - r as i128;
+                    crate::ops::float::adjust64(r, err as f64, frnd)
+                }
+            };
+            clamp01(v).to_bits()
+        }
+        Ty::F32 => {
+            let v = match fval {
+                Some(f) => match irnd {
+                    Some(r) => round_int(f, r) as f32,
+                    None => round_to_f32(f, 0.0, frnd),
+                },
+                None => {
+                    if frnd == Rnd::Rn {
+                        ival as f32
+                    } else {
+                        let hi = ival as f64;
+                        round_to_f32(hi, (ival - hi as i128) as f64, frnd)
+                    }
+                }
+            };
+            let v = if ftz { ftz32(v) } else { v };
+            let v = if sat {
+                if v.is_nan() {
+                    0.0
+                } else {
+                    v.clamp(0.0, 1.0)
+                }
+            } else {
+                v
+            };
+            u64::from(v.to_bits())
+        }
+        Ty::F16 | Ty::Bf16 => {
+            let f = match fval {
+                Some(f) => irnd.map_or(f, |r| round_int(f, r)),
+                None => ival as f64,
+            };
+            let f = clamp01(f) as f32;
+            u64::from(if dty == Ty::F16 {
+                f32_to_f16(f)
+            } else {
+                f32_to_bf16(f)
+            })
+        }
+        _ => 0,
+    }
+}
+
+pub(crate) fn exec(op: &CvtOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecError> {
+    match *op {
+        CvtOp::Cvt {
+            dty,
+            sty,
+            irnd,
+            frnd,
+            ftz,
+            sat,
+            d,
+            a,
+        } => match (dty, sty, sat, ftz) {
+            (Ty::U64, Ty::U32, false, _) => cx.map1(d, a, m, |x| x & 0xffff_ffff),
+            (Ty::S64, Ty::S32, false, _) => cx.map1(d, a, m, |x| i64::from(x as i32) as u64),
+            (Ty::F32, Ty::S32, false, false) if frnd == Rnd::Rn => {
+                cx.map1(d, a, m, |x| u64::from((x as i32 as f32).to_bits()))
+            }
+            (Ty::F32, Ty::U32, false, false) if frnd == Rnd::Rn => {
+                cx.map1(d, a, m, |x| u64::from((x as u32 as f32).to_bits()))
+            }
+            _ => cx.map1(d, a, m, |x| cvt(dty, sty, irnd, frnd, ftz, sat, x)),
+        },
+        CvtOp::Pack2 { bf16, d, a, b } => cx.map2(d, a, b, m, |x, y| {
+            let conv = |v: u64| {
+                let f = f32::from_bits(v as u32);
+                u64::from(if bf16 { f32_to_bf16(f) } else { f32_to_f16(f) })
+            };
+            conv(x) << 16 | conv(y)
+        }),
+        CvtOp::Cvta { add, narrow, d, a } => cx.map1(d, a, m, |x| {
+            let v = x.wrapping_add(add);
+            if narrow {
+                v & 0xffff_ffff
+            } else {
+                v
+            }
+        }),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(dty: Ty, sty: Ty, irnd: Option<IRnd>, frnd: Rnd, sat: bool, x: u64) -> u64 {
+        cvt(dty, sty, irnd, frnd, false, sat, x)
+    }
+
+    #[test]
+    fn int_to_int() {
+        assert_eq!(
+            c(
+                Ty::S64,
+                Ty::S32,
+                None,
+                Rnd::Rn,
+                false,
+                (-5i32) as u32 as u64
+            ) as i64,
+            -5
+        );
+        assert_eq!(
+            c(
+                Ty::U64,
+                Ty::S32,
+                None,
+                Rnd::Rn,
+                false,
+                (-5i32) as u32 as u64
+            ) as i64,
+            -5
+        );
+        assert_eq!(c(Ty::U8, Ty::S32, None, Rnd::Rn, true, 300), 255);
+        assert_eq!(c(Ty::U8, Ty::S32, None, Rnd::Rn, true, (-3i32) as u64), 0);
+        assert_eq!(
+            c(Ty::S8, Ty::S32, None, Rnd::Rn, true, (-300i32) as u64) as i8,
+            -128
+        );
+        assert_eq!(c(Ty::U16, Ty::U32, None, Rnd::Rn, false, 0x12345), 0x2345);
+        assert_eq!(c(Ty::U32, Ty::S64, None, Rnd::Rn, true, (-1i64) as u64), 0);
+    }
+
+    #[test]
+    fn float_to_int() {
+        let f = |v: f32| u64::from(v.to_bits());
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Some(IRnd::Rni), Rnd::Rn, false, f(2.5)) as i32,
+            2
+        );
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Some(IRnd::Rni), Rnd::Rn, false, f(3.5)) as i32,
+            4
+        );
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Some(IRnd::Rzi), Rnd::Rn, false, f(-2.7)) as i32,
+            -2
+        );
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Some(IRnd::Rmi), Rnd::Rn, false, f(-2.2)) as i32,
+            -3
+        );
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Some(IRnd::Rpi), Rnd::Rn, false, f(2.2)) as i32,
+            3
+        );
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Some(IRnd::Rzi), Rnd::Rn, false, f(1e20)) as i32,
+            i32::MAX
+        );
+        assert_eq!(
+            c(Ty::U32, Ty::F32, Some(IRnd::Rzi), Rnd::Rn, false, f(-5.0)) as u32,
+            0
+        );
+        assert_eq!(
+            c(
+                Ty::S32,
+                Ty::F32,
+                Some(IRnd::Rzi),
+                Rnd::Rn,
+                false,
+                f(f32::NAN)
+            ),
+            0
+        );
+        assert_eq!(
+            c(
+                Ty::U64,
+                Ty::F64,
+                Some(IRnd::Rzi),
+                Rnd::Rn,
+                false,
+                1e30f64.to_bits()
+            ),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn to_float() {
+        let big = (1u64 << 24) + 1;
+        let g = |r: Rnd| f32::from_bits(c(Ty::F32, Ty::U64, None, r, false, big) as u32);
+        assert_eq!(g(Rnd::Rn), 16_777_216.0);
+        assert_eq!(g(Rnd::Rz), 16_777_216.0);
+        assert_eq!(g(Rnd::Rp), 16_777_218.0);
+        let d = f64::from_bits(c(Ty::F64, Ty::U64, None, Rnd::Rz, false, u64::MAX));
+        assert_eq!(d, 18_446_744_073_709_549_568.0);
+        let third = (1.0f64 / 3.0).to_bits();
+        assert_eq!(
+            f32::from_bits(c(Ty::F32, Ty::F64, None, Rnd::Rz, false, third) as u32),
+            0.333_333_3
+        );
+        assert_eq!(
+            f32::from_bits(c(Ty::F32, Ty::F64, None, Rnd::Rp, false, third) as u32),
+            0.333_333_34
+        );
+        assert_eq!(
+            f32::from_bits(c(
+                Ty::F32,
+                Ty::F32,
+                Some(IRnd::Rni),
+                Rnd::Rn,
+                false,
+                u64::from(2.5f32.to_bits())
+            ) as u32),
+            2.0
+        );
+        assert_eq!(
+            f32::from_bits(c(
+                Ty::F32,
+                Ty::F32,
+                None,
+                Rnd::Rn,
+                true,
+                u64::from(1.5f32.to_bits())
+            ) as u32),
+            1.0
+        );
+    }
+
+    #[test]
+    fn halves() {
+        for v in [0.0f32, 1.0, -2.5, 65504.0, 6.1e-5, 5.96e-8, 1e-3, 3.14159] {
+            let h = f32_to_f16(v);
+            let back = f16_to_f32(h);
+            assert!(
+                (back - v).abs() <= v.abs() * 1e-3 + 6e-8,
+                "{v} -> {h:#x} -> {back}"
+            );
+        }
+        assert_eq!(f32_to_f16(1.0), 0x3c00);
+        assert_eq!(f32_to_f16(65520.0), 0x7c00);
+        assert_eq!(f32_to_f16(f32::from_bits(0x3380_0000)), 1);
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
+}

@@ -1,0 +1,261 @@
+//! Loads and stores: `ld`, `ldu`, `st` in every state space (global, const, shared, local, param,
+//! generic), scalar and `.v2/.v4`, with cache/ordering qualifiers accepted; `prefetch` (no-op) and
+//! `isspacep`. Accesses must be naturally aligned (to the whole vector) or the launch fails with
+//! `MisalignedAddress`; addresses outside memory give `IllegalAddress`.
+
+use crate::ast::{Instruction, Operand, Ty};
+use crate::error::ExecError;
+use crate::exec::{Ctx, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
+use crate::ir::{MemSpace, PReg, Reg, Src};
+use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
+use crate::ops::int::sext;
+
+#[derive(Debug, Clone)]
+pub(crate) enum MemOp {
+    Ld {
+        space: MemSpace,
+        size: u32,
+        signed: bool,
+        n: u8,
+        ds: [Option<Reg>; 4],
+        addr: Src,
+        off: i64,
+    },
+    St {
+        space: MemSpace,
+        size: u32,
+        n: u8,
+        srcs: [Src; 4],
+        addr: Src,
+        off: i64,
+    },
+    Isspacep {
+        space: MemSpace,
+        d: PReg,
+        a: Src,
+    },
+    Nop,
+}
+
+fn space_mod(m: &mut Mods<'_>) -> MemSpace {
+    match m.one_of(&["global", "const", "shared", "local", "param"]) {
+        Some("global") => MemSpace::Global,
+        Some("const") => MemSpace::Const,
+        Some("shared") => MemSpace::Shared,
+        Some("local") => MemSpace::Local,
+        Some("param") => MemSpace::KParam,
+        _ => MemSpace::Generic,
+    }
+}
+
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<MemOp> {
+    let mut m = Mods::new(&i.mods);
+    let o = &i.operands;
+    m.ignore_hints();
+    let r = match i.opcode.as_str() {
+        "prefetch" | "prefetchu" => {
+            space_mod(&mut m);
+            m.one_of(&["L1", "L2"]);
+            MemOp::Nop
+        }
+        "isspacep" => {
+            arity(cx, i, 2)?;
+            let space = space_mod(&mut m);
+            MemOp::Isspacep {
+                space,
+                d: cx.pdst(&o[0])?,
+                a: cx.src(&o[1], Ty::U64)?,
+            }
+        }
+        op => {
+            arity(cx, i, 2)?;
+            let space = space_mod(&mut m);
+            let n: u8 = match m.one_of(&["v2", "v4"]) {
+                Some("v2") => 2,
+                Some("v4") => 4,
+                _ => 1,
+            };
+            let ty = m.ty()?;
+            if ty.bits() > 64 || ty == Ty::Pred {
+                return Err(LowerErr::Unsupported(format!("{op} of {ty:?}")));
+            }
+            let (mo, vo) = if op == "st" {
+                (&o[0], &o[1])
+            } else {
+                (&o[1], &o[0])
+            };
+            let (space, addr, off) = cx.mem(mo, space)?;
+            let vals: Vec<&Operand> = match vo {
+                Operand::Vector(v) => v.iter().collect(),
+                v => vec![v],
+            };
+            if vals.len() != n as usize {
+                return Err(cx.err(format!("expected {n} values, found {}", vals.len())));
+            }
+            if op == "st" {
+                let mut srcs = [Src::Imm(0); 4];
+                for (k, v) in vals.iter().enumerate() {
+                    srcs[k] = cx.src(v, ty)?;
+                }
+                MemOp::St {
+                    space,
+                    size: ty.size(),
+                    n,
+                    srcs,
+                    addr,
+                    off,
+                }
+            } else {
+                let mut ds = [None; 4];
+                for (k, v) in vals.iter().enumerate() {
+                    ds[k] = match v {
+                        Operand::Name(n) if n == "_" => None,
+                        v => Some(cx.dst(v)?),
+                    };
+                }
+                MemOp::Ld {
+                    space,
+                    size: ty.size(),
+                    signed: ty.is_signed(),
+                    n,
+                    ds,
+                    addr,
+                    off,
+                }
+            }
+        }
+    };
+    m.finish()?;
+    Ok(r)
+}
+
+pub(crate) fn exec(op: &MemOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecError> {
+    match *op {
+        MemOp::Ld {
+            space,
+            size,
+            signed,
+            n,
+            ds,
+            addr,
+            off,
+        } => {
+            let base = cx.src(addr);
+            let mut out = [[0u64; 32]; 4];
+            let align = u64::from(size) * u64::from(n);
+            let mut bits = m;
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = base[l].wrapping_add(off as u64);
+                if a % align != 0 {
+                    return Err(ExecError::MisalignedAddress { addr: a });
+                }
+                for (k, o) in out.iter_mut().enumerate().take(n as usize) {
+                    let v = cx.load(space, a.wrapping_add(k as u64 * u64::from(size)), size, l)?;
+                    o[l] = if signed { sext(v, size * 8) as u64 } else { v };
+                }
+            }
+            for (k, d) in ds.iter().enumerate().take(n as usize) {
+                if let Some(d) = d {
+                    cx.set(*d, out[k], m);
+                }
+            }
+        }
+        MemOp::St {
+            space,
+            size,
+            n,
+            srcs,
+            addr,
+            off,
+        } => {
+            let base = cx.src(addr);
+            let mut vals = [[0u64; 32]; 4];
+            for k in 0..n as usize {
+                vals[k] = cx.src(srcs[k]);
+            }
+            let align = u64::from(size) * u64::from(n);
+            let mut bits = m;
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = base[l].wrapping_add(off as u64);
+                if a % align != 0 {
+                    return Err(ExecError::MisalignedAddress { addr: a });
+                }
+                for (k, v) in vals.iter().enumerate().take(n as usize) {
+                    cx.store(
+                        space,
+                        a.wrapping_add(k as u64 * u64::from(size)),
+                        size,
+                        l,
+                        v[l],
+                    )?;
+                }
+            }
+        }
+        MemOp::Isspacep { space, d, a } => {
+            let v = cx.src(a);
+            let mut bits = 0u32;
+            for (l, x) in v.iter().enumerate() {
+                let r = match space {
+                    MemSpace::Shared => (SHARED_WINDOW..LOCAL_WINDOW).contains(x),
+                    MemSpace::Local => (LOCAL_WINDOW..LOCAL_WINDOW + (1 << 32)).contains(x),
+                    MemSpace::Global | MemSpace::Const => *x < WINDOW_BASE,
+                    _ => false,
+                };
+                bits |= u32::from(r) << l;
+            }
+            cx.pset(d, bits, m);
+        }
+        MemOp::Nop => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::testutil::{eval, run_kernel};
+    use crate::ExecError;
+
+    #[test]
+    fn vectors_signedness_and_spaces() {
+        let r = eval(
+            ".local .align 16 .b8 buf[32]; .shared .align 8 .b8 sh[16];\
+             mov.u32 %r1, -2; mov.u32 %r2, 7; st.local.v2.u32 [buf+8], {%r1, %r2};\
+             ld.local.s8 %r3, [buf+8]; cvt.s64.s32 %rd1, %r3; ld.local.u8 %r4, [buf+8]; cvt.u64.u32 %rd2, %r4;\
+             ld.local.v2.u32 {%r5, _}, [buf+8]; cvt.u64.u32 %rd3, %r5;\
+             mov.u64 %rd9, sh; cvta.shared.u64 %rd10, %rd9; st.u32 [%rd10+4], %r2; ld.shared.u32 %r6, [sh+4]; cvt.u64.u32 %rd4, %r6;\
+             mov.u64 %rd11, buf; cvta.local.u64 %rd12, %rd11; ld.u32 %r7, [%rd12+12]; cvt.u64.u32 %rd5, %r7;",
+            5,
+        );
+        assert_eq!(r, vec![(-2i64) as u64, 0xfe, 0xffff_fffe, 7, 7]);
+    }
+
+    #[test]
+    fn faults() {
+        let oob = run_kernel("st.global.u32 [%rd_out+4096], 1;", 1, 1).unwrap_err();
+        assert!(matches!(oob, ExecError::IllegalAddress { .. }), "{oob:?}");
+        let mis = run_kernel("st.global.u32 [%rd_out+2], 1;", 1, 1).unwrap_err();
+        assert_eq!(
+            mis,
+            ExecError::MisalignedAddress {
+                addr: mis_addr(&mis)
+            }
+        );
+        let null = run_kernel("mov.u64 %rd1, 0; ld.global.u32 %r1, [%rd1];", 32, 1).unwrap_err();
+        assert_eq!(null, ExecError::IllegalAddress { addr: 0 });
+        let sh = run_kernel(".shared .b8 s[4]; ld.shared.u32 %r1, [s+64];", 1, 1).unwrap_err();
+        assert!(matches!(sh, ExecError::IllegalAddress { .. }));
+        let cst = run_kernel("st.param.u64 [out], %rd_out;", 1, 1).unwrap_err();
+        assert!(matches!(cst, ExecError::IllegalAddress { .. }));
+    }
+
+    fn mis_addr(e: &ExecError) -> u64 {
+        match e {
+            ExecError::MisalignedAddress { addr } => *addr,
+            _ => 0,
+        }
+    }
+}

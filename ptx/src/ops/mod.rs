@@ -1,0 +1,170 @@
+//! PTX instructions, one module per family. Each module declares its IR operation enum, its
+//! lowering from the syntax tree (`lower`), its execution over a warp (`exec`) and its unit tests.
+//! The table in [`lower`] below is the one place that maps an opcode to its family.
+
+pub(crate) mod atomic;
+pub(crate) mod compare;
+pub(crate) mod control;
+pub(crate) mod convert;
+pub(crate) mod data;
+pub(crate) mod float;
+pub(crate) mod int;
+pub(crate) mod memory;
+pub(crate) mod printf;
+pub(crate) mod warp;
+
+use crate::ast::{Instruction, Ty};
+use crate::cfg::Flow;
+use crate::error::ExecError;
+use crate::exec::Ctx;
+use crate::lower::{FnCx, LowerErr, LR};
+
+/// One lowered operation.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Data(data::DataOp),
+    Int(int::IntOp),
+    Float(float::FloatOp),
+    Cmp(compare::CmpOp),
+    Cvt(convert::CvtOp),
+    Mem(memory::MemOp),
+    Atom(atomic::AtomOp),
+    Warp(warp::WarpOp),
+    Ctl(control::CtlOp),
+    Printf(printf::PrintfOp),
+}
+
+/// Does the instruction's type modifier name a floating-point type?
+fn float_typed(i: &Instruction) -> bool {
+    i.mods
+        .iter()
+        .filter_map(|m| Ty::from_mod(m))
+        .any(|t| t.is_float())
+}
+
+/// Lowers one instruction: the opcode → family table.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Op> {
+    Ok(match i.opcode.as_str() {
+        "mov" => Op::Data(data::lower(i, cx)?),
+        "add" | "sub" | "mul" | "mad" | "fma" | "div" | "abs" | "neg" | "min" | "max"
+            if float_typed(i) =>
+        {
+            Op::Float(float::lower(i, cx)?)
+        }
+        "rcp" | "sqrt" | "rsqrt" | "sin" | "cos" | "lg2" | "ex2" | "tanh" | "copysign"
+        | "testp" => Op::Float(float::lower(i, cx)?),
+        "add" | "sub" | "mul" | "mad" | "div" | "rem" | "abs" | "neg" | "min" | "max" | "addc"
+        | "subc" | "madc" | "mul24" | "mad24" | "sad" | "and" | "or" | "xor" | "not" | "cnot"
+        | "shl" | "shr" | "lop3" | "shf" | "prmt" | "bfe" | "bfi" | "popc" | "clz" | "brev"
+        | "bfind" | "fns" | "dp4a" | "dp2a" => {
+            if i.mods.iter().any(|m| m == "pred") {
+                Op::Cmp(compare::lower(i, cx)?)
+            } else {
+                Op::Int(int::lower(i, cx)?)
+            }
+        }
+        "setp" | "selp" | "set" | "slct" => Op::Cmp(compare::lower(i, cx)?),
+        "cvt" | "cvta" => Op::Cvt(convert::lower(i, cx)?),
+        "ld" | "st" | "ldu" | "prefetch" | "prefetchu" | "isspacep" => {
+            Op::Mem(memory::lower(i, cx)?)
+        }
+        "atom" | "red" => Op::Atom(atomic::lower(i, cx)?),
+        "shfl" | "vote" | "activemask" | "match" | "redux" => Op::Warp(warp::lower(i, cx)?),
+        "bra" | "call" | "ret" | "exit" | "bar" | "barrier" | "membar" | "fence" | "trap"
+        | "brkpt" | "nanosleep" | "pmevent" => control::lower(i, cx)?,
+        other => return Err(LowerErr::Unsupported(format!("opcode `{other}`"))),
+    })
+}
+
+/// Executes a non-control operation on the lanes of `mask`.
+#[inline(always)]
+pub(crate) fn exec(op: &Op, cx: &mut Ctx<'_, '_>, mask: u32) -> Result<(), ExecError> {
+    match op {
+        Op::Data(o) => data::exec(o, cx, mask),
+        Op::Int(o) => int::exec(o, cx, mask),
+        Op::Float(o) => float::exec(o, cx, mask),
+        Op::Cmp(o) => compare::exec(o, cx, mask),
+        Op::Cvt(o) => convert::exec(o, cx, mask),
+        Op::Mem(o) => memory::exec(o, cx, mask),
+        Op::Atom(o) => atomic::exec(o, cx, mask),
+        Op::Warp(o) => warp::exec(o, cx, mask),
+        Op::Printf(o) => printf::exec(o, cx, mask),
+        Op::Ctl(_) => Ok(()),
+    }
+}
+
+impl Op {
+    /// Control-flow effect (for the CFG).
+    pub(crate) fn flow(&self) -> Flow {
+        match self {
+            Op::Ctl(c) => c.flow(),
+            _ => Flow::Next,
+        }
+    }
+
+    /// Records the reconvergence pc of a branch.
+    pub(crate) fn set_reconvergence(&mut self, rpc: u32) {
+        if let Op::Ctl(c) = self {
+            c.set_reconvergence(rpc);
+        }
+    }
+}
+
+/// Shared test harness: parse a kernel, run it, read results back.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::memory::Arena;
+    use crate::{launch, LaunchConfig, LaunchOptions, LoadedModule, Module};
+    use std::sync::Arc;
+
+    /// Runs `body` (the statements of a kernel taking one `.u64` output pointer `%rd_out`, with 32
+    /// `.b32 %r`, 16 `.b64 %rd`, 16 `.f32 %f`, 16 `.f64 %fd`, 8 `.pred %p`, 8 `.b16 %h` registers
+    /// declared) on `threads` threads of one block and returns the first `n_out` u64 of the output
+    /// buffer (zero-initialised).
+    pub(crate) fn run_kernel(
+        body: &str,
+        threads: u32,
+        n_out: usize,
+    ) -> Result<Vec<u64>, crate::ExecError> {
+        let src = format!(
+            ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry t(.param .u64 out)\n{{\n\
+             .reg .b32 %r<32>;\n.reg .b64 %rd<16>;\n.reg .f32 %f<16>;\n.reg .f64 %fd<16>;\n.reg .pred %p<8>;\n.reg .b16 %h<8>;\n\
+             .reg .b64 %rd_out;\nld.param.u64 %rd_out, [out];\n{body}\nret;\n}}\n"
+        );
+        let m = Arc::new(Module::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}")));
+        let arena = Arena::new(1 << 20, 1 << 30);
+        let lm = LoadedModule::load(m, &arena).unwrap();
+        let buf = arena.alloc((n_out.max(1) * 8) as u64, 8).unwrap();
+        let cfg = LaunchConfig {
+            grid: [1, 1, 1],
+            block: [threads, 1, 1],
+            dynamic_shared_bytes: 0,
+        };
+        let opts = LaunchOptions {
+            instruction_budget: 1 << 20,
+            printf: &|_| {},
+            parallel: false,
+        };
+        launch(&lm, "t", &cfg, &buf.to_le_bytes(), &arena, &opts)?;
+        let mut out = vec![0u8; n_out * 8];
+        arena.read(buf, &mut out).unwrap();
+        Ok(out
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+
+    /// Like [`run_kernel`] on one thread, storing the `.b64` register `%rd1` … as results: `body` must
+    /// leave its results in `%rd1..%rdN` (N = `n`).
+    pub(crate) fn eval(body: &str, n: usize) -> Vec<u64> {
+        let mut b = body.to_owned();
+        for i in 0..n {
+            b.push_str(&format!(
+                "\nst.global.u64 [%rd_out+{}], %rd{};",
+                i * 8,
+                i + 1
+            ));
+        }
+        run_kernel(&b, 1, n).unwrap()
+    }
+}
