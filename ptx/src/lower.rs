@@ -400,7 +400,9 @@ impl<'a> FnCx<'a> {
                         Err(LowerErr::Bad(e)) => return Err(e),
                         Err(LowerErr::Unsupported(why)) => {
                             tracing::debug!(line = i.line, %why, "unsupported instruction");
-                            Op::Ctl(ops::control::CtlOp::Unsupported(Box::new(inst_text(i))))
+                            Op::Ctl(ops::control::CtlOp::Unsupported(
+                                inst_text(i).into_boxed_str(),
+                            ))
                         }
                     };
                     code.push(Inst {

@@ -40,8 +40,9 @@ macro_rules! atomic_view {
     ($name:ident, $ty:ty, $n:expr) => {
         /// An atomic view of `$n` bytes at `off`, or `None` if out of range or misaligned.
         #[inline]
+        #[allow(clippy::bad_bit_mask)]
         pub(crate) fn $name(&self, off: u64) -> Option<&$ty> {
-            if off % $n != 0 || off.checked_add($n)? > self.capacity() {
+            if off & ($n - 1) != 0 || off.checked_add($n)? > self.capacity() {
                 return None;
             }
             let p = self

@@ -47,7 +47,7 @@ pub(crate) enum CtlOp {
     Fence,
     Trap,
     Nop,
-    Unsupported(Box<String>),
+    Unsupported(Box<str>),
 }
 
 /// Why straight-line execution stopped.
@@ -242,7 +242,7 @@ pub(crate) fn exec(
         CtlOp::Unsupported(s) if m != 0 => {
             let line = current_line(w, env, pc);
             return Err(ExecError::Unsupported {
-                instruction: (**s).clone(),
+                instruction: s.to_string(),
                 line,
             });
         }

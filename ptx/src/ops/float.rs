@@ -556,7 +556,8 @@ pub(crate) fn un64(op: FUn, md: FMode, a: f64) -> f64 {
 
 /// Applies `f` to each 16-bit half of a (packed) half-precision value.
 fn halves(ty: Ty, x: [u64; 3], f: impl Fn([f32; 3]) -> f32) -> u64 {
-    let (to, from): (fn(u16) -> f32, fn(f32) -> u16) = match ty {
+    type Conv = (fn(u16) -> f32, fn(f32) -> u16);
+    let (to, from): Conv = match ty {
         Ty::Bf16 | Ty::Bf16x2 => (bf16_to_f32, f32_to_bf16),
         _ => (f16_to_f32, f32_to_f16),
     };
