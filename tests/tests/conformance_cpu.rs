@@ -148,6 +148,17 @@ fn fatbins_load_through_module_load_data() {
         Err(e) => panic!("SASS-only fatbin: {e}"),
         Ok(_) => panic!("SASS-only fatbin loaded on the cpu backend"),
     }
+    // A fatbin wrapper holds a client pointer, which the executor cannot follow: the shim
+    // must send the container instead (host_executor::image::FatbinWrapper).
+    let mut wrapper = host_executor::image::WRAPPER_MAGIC.to_le_bytes().to_vec();
+    wrapper.extend_from_slice(&1u32.to_le_bytes());
+    wrapper.extend_from_slice(&0x7f00_0000_1000u64.to_le_bytes());
+    wrapper.extend_from_slice(&0u64.to_le_bytes());
+    match ctx.load_module(&wrapper) {
+        Err(ClientError::Status(s)) => assert_eq!(s, Status::ERROR_INVALID_IMAGE),
+        Err(e) => panic!("fatbin wrapper: {e}"),
+        Ok(_) => panic!("a fatbin wrapper loaded"),
+    }
     ctx.synchronize().unwrap();
 }
 

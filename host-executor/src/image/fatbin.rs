@@ -4,7 +4,7 @@ use std::io::Read;
 
 use super::{
     elf, need, read_u16, read_u32, read_u64, Compression, Entry, EntryKind, ImageError, PtxVersion,
-    MAX_ENTRY_SIZE, WRAPPER_MAGIC,
+    MAX_IMAGE_SIZE, WRAPPER_MAGIC,
 };
 
 const HEADER_MIN: u16 = 16;
@@ -73,12 +73,12 @@ fn header(bytes: &[u8]) -> Result<(usize, u64), ImageError> {
 pub(super) fn container_len(bytes: &[u8]) -> Result<usize, ImageError> {
     let (header_size, fat_size) = header(bytes)?;
     let total = fat_size.saturating_add(header_size as u64);
-    if total > MAX_ENTRY_SIZE {
+    if total > MAX_IMAGE_SIZE {
         return Err(ImageError::OutOfBounds {
             what: "fatbin",
             offset: 0,
             len: total,
-            limit: MAX_ENTRY_SIZE,
+            limit: MAX_IMAGE_SIZE,
         });
     }
     Ok(usize::try_from(total).unwrap_or(usize::MAX))
@@ -90,18 +90,25 @@ pub(super) fn parse_container(bytes: &[u8]) -> Result<Vec<Entry>, ImageError> {
     need(bytes, end as u64)?;
     let mut entries = Vec::new();
     let mut offset = header_size;
+    let mut budget = MAX_IMAGE_SIZE;
     // Each entry is at least ENTRY_HEADER_MIN bytes, so this loop is bounded by `end`.
     while offset < end {
-        let (entry, next) = parse_entry(&bytes[..end], offset)?;
+        let (entry, next, charge) = parse_entry(&bytes[..end], offset, budget)?;
+        budget = budget.saturating_sub(charge);
         entries.push(entry);
         offset = next;
     }
     Ok(entries)
 }
 
-/// Parses the entry at `offset` of `container` (already cut to the container's end); returns
-/// it and the next entry's offset.
-fn parse_entry(container: &[u8], offset: usize) -> Result<(Entry, usize), ImageError> {
+/// Parses the entry at `offset` of `container` (already cut to the container's end), which may
+/// decompress to at most `budget` bytes; returns it, the next entry's offset and what it
+/// charges to the budget (a compressed entry its declared size, so lying headers cannot add up).
+fn parse_entry(
+    container: &[u8],
+    offset: usize,
+    budget: u64,
+) -> Result<(Entry, usize, u64), ImageError> {
     let out_of_bounds = |what, len: u64| ImageError::OutOfBounds {
         what,
         offset: offset as u64,
@@ -154,7 +161,7 @@ fn parse_entry(container: &[u8], offset: usize) -> Result<(Entry, usize), ImageE
                     .get(..n as usize)
                     .ok_or_else(|| out_of_bounds("compressed payload", n.into()))?,
             };
-            decompress(compression, stored, uncompressed_size, offset)?
+            decompress(compression, stored, uncompressed_size, offset, budget)?
         }
     };
 
@@ -192,7 +199,11 @@ fn parse_entry(container: &[u8], offset: usize) -> Result<(Entry, usize), ImageE
             data,
         },
     };
-    Ok((entry, offset.saturating_add(span as usize)))
+    let charge = match compression {
+        Compression::None => entry.data.len() as u64,
+        _ => uncompressed_size,
+    };
+    Ok((entry, offset.saturating_add(span as usize), charge))
 }
 
 fn decompress(
@@ -200,13 +211,14 @@ fn decompress(
     stored: &[u8],
     declared: u64,
     offset: usize,
+    budget: u64,
 ) -> Result<Vec<u8>, ImageError> {
-    if declared > MAX_ENTRY_SIZE {
+    if declared > budget {
         return Err(ImageError::OutOfBounds {
-            what: "decompressed fatbin entry",
+            what: "decompressed fatbin entries",
             offset: offset as u64,
             len: declared,
-            limit: MAX_ENTRY_SIZE,
+            limit: budget,
         });
     }
     let too_big = || ImageError::DecompressedSize {
@@ -244,7 +256,7 @@ fn decompress(
             {
                 return Err(too_big());
             }
-            // declared ≤ MAX_ENTRY_SIZE; lz4_flex never writes past the buffer it is given.
+            // declared ≤ MAX_IMAGE_SIZE; lz4_flex never writes past the buffer it is given.
             let mut out = vec![0; declared as usize];
             let n = lz4_flex::block::decompress_into(stored, &mut out)
                 .map_err(|source| ImageError::Lz4 { offset, source })?;

@@ -37,7 +37,7 @@
 //! nvcc 13 compresses PTX entries by default (ZSTD, payload starts `28 b5 2f fd`) and, with
 //! `-Xfatbin -compress-all`, the SASS too. Toolkits before 12.4 used LZ4 (a raw LZ4 block)
 //! with flag 0x2000. Both are decoded in pure Rust (`ruzstd`, `lz4_flex`), each entry bounded
-//! by [`MAX_ENTRY_SIZE`] whatever its header claims.
+//! by [`MAX_IMAGE_SIZE`] in all whatever the headers claim.
 //!
 //! **Fatbin wrapper** (`__fatBinC_Wrapper_t`, what `__cudaRegisterFatBinary` and often
 //! `cuLibraryLoadData`/`cuModuleLoadData` receive): `{u32 magic 0x466243B1, u32 version,
@@ -76,8 +76,9 @@ pub use fatbin::FatbinWrapper;
 /// The newest sm whose PTX the cpu backend prefers (see [`Image::best_ptx`]).
 pub const CPU_PTX_MAX_ARCH: u32 = 80;
 
-/// Upper bound on one entry's decompressed size and on any image length we accept.
-pub const MAX_ENTRY_SIZE: u64 = 1 << 30;
+/// Upper bound on any image length we accept and on the total decompressed size of one image's
+/// entries (so a small fatbin of many compressed entries cannot claim unbounded memory).
+pub const MAX_IMAGE_SIZE: u64 = 1 << 30;
 
 /// Fatbin container magic (`50 ed 55 ba` on disk).
 pub const FATBIN_MAGIC: u32 = 0xBA55_ED50;
@@ -222,7 +223,7 @@ pub enum ImageError {
         size: u64,
         min: u64,
     },
-    /// A size or offset beyond the image (or beyond [`MAX_ENTRY_SIZE`]).
+    /// A size or offset beyond the image (or beyond [`MAX_IMAGE_SIZE`]).
     #[error("{what} at offset {offset} spans {len} bytes, beyond the {limit} available")]
     OutOfBounds {
         what: &'static str,
@@ -347,15 +348,15 @@ fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
 
 /// `bytes` must hold at least `needed` bytes.
 fn need(bytes: &[u8], needed: u64) -> Result<(), ImageError> {
-    if needed > MAX_ENTRY_SIZE {
+    if needed > MAX_IMAGE_SIZE {
         return Err(ImageError::OutOfBounds {
             what: "image",
             offset: 0,
             len: needed,
-            limit: MAX_ENTRY_SIZE,
+            limit: MAX_IMAGE_SIZE,
         });
     }
-    // `needed` ≤ MAX_ENTRY_SIZE fits usize on every supported (64-bit) host.
+    // `needed` ≤ MAX_IMAGE_SIZE fits usize on every supported (64-bit) host.
     let needed = usize::try_from(needed).unwrap_or(usize::MAX);
     if bytes.len() < needed {
         return Err(ImageError::Truncated {

@@ -13,6 +13,7 @@ const PTX: &str = include_str!("fixtures/axpy.ptx");
 const V9_0: Option<PtxVersion> = Some(PtxVersion { major: 9, minor: 0 });
 
 /// A synthetic fatbin entry: (kind, flags, arch, stored payload, declared uncompressed size).
+#[derive(Clone)]
 struct Synth<'a> {
     kind: u16,
     flags: u64,
@@ -241,11 +242,25 @@ fn lying_headers_are_rejected() {
         flags: 0x2011,
         arch: 75,
         payload: b"\x10a",
-        uncompressed: MAX_ENTRY_SIZE,
+        uncompressed: MAX_IMAGE_SIZE,
     }]);
     assert!(matches!(
         parse(&fatbin),
         Err(ImageError::DecompressedSize { .. })
+    ));
+    // Many small entries each claiming a large share: the image's total is bounded.
+    let claim = MAX_IMAGE_SIZE / 3 + 1;
+    let bomb = Synth {
+        kind: 1,
+        flags: 0x8011,
+        arch: 75,
+        payload: stored,
+        uncompressed: claim,
+    };
+    let many = synth_fatbin(&[bomb.clone(), bomb.clone(), bomb.clone(), bomb]);
+    assert!(matches!(
+        parse(&many),
+        Err(ImageError::OutOfBounds { len, .. }) if len == claim
     ));
     // An entry whose payload runs past the container.
     let mut bad = DEFAULT.to_vec();
@@ -281,7 +296,7 @@ fn check_never_panics(bytes: &[u8]) {
     if let Ok(image) = parse(bytes) {
         let _ = image.best_ptx();
         for e in &image.entries {
-            assert!(e.data.len() as u64 <= MAX_ENTRY_SIZE);
+            assert!(e.data.len() as u64 <= MAX_IMAGE_SIZE);
         }
     }
     let _ = FatbinWrapper::parse(bytes);
