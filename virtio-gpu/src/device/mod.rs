@@ -233,7 +233,18 @@ pub struct GpuDevice {
 
 impl GpuDevice {
     /// Creates the device. `Rutabaga` is not `Send`: create the device on the thread that runs it.
-    pub fn new(mut config: GpuConfig, display: Box<dyn Display>) -> Result<Self, DeviceError> {
+    pub fn new(config: GpuConfig, display: Box<dyn Display>) -> Result<Self, DeviceError> {
+        let n = config.scanouts.len().clamp(1, p::MAX_SCANOUTS) as u32;
+        Self::with_config_space(config, display, ConfigSpace::new(n, 0))
+    }
+
+    /// Like [`Self::new`], with a config space the transport already shares (its
+    /// `num_scanouts` must match `config`).
+    pub fn with_config_space(
+        mut config: GpuConfig,
+        display: Box<dyn Display>,
+        config_space: ConfigSpace,
+    ) -> Result<Self, DeviceError> {
         config.scanouts.truncate(p::MAX_SCANOUTS);
         if config.scanouts.is_empty() {
             config.scanouts.push(GpuConfig::default().scanouts[0]);
@@ -258,7 +269,11 @@ impl GpuDevice {
                 ..Scanout::default()
             })
             .collect::<Vec<_>>();
-        let config_space = ConfigSpace::new(scanouts.len() as u32, rutabaga.get_num_capsets());
+        let config_space = ConfigSpace {
+            num_scanouts: scanouts.len() as u32,
+            num_capsets: rutabaga.get_num_capsets(),
+            ..config_space
+        };
         Ok(Self {
             rutabaga,
             config,
@@ -282,6 +297,11 @@ impl GpuDevice {
 
     pub fn stats(&self) -> DeviceStats {
         self.stats
+    }
+
+    /// Whether completed commands wait for a fence (poll the control queue again soon).
+    pub fn has_pending_fences(&self) -> bool {
+        !self.fenced.is_empty()
     }
 
     /// Number of live resources.

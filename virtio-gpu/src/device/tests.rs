@@ -79,12 +79,7 @@ fn ok(r: &drv::Reply) {
 }
 
 fn read_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
+    crate::display::read_png(path).unwrap()
 }
 
 /// The command sequence of Linux's virtio-gpu driver at probe and fbdev/KMS setup, then a

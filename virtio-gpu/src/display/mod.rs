@@ -8,7 +8,7 @@ pub mod vulkan;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use png_file::PngDisplay;
+pub use png_file::{read_png, write_png, PngDisplay};
 
 use crate::protocol::format;
 
@@ -26,6 +26,8 @@ pub enum DisplayError {
     },
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),
+    #[error("PNG decoding failed: {0}")]
+    Decode(String),
     #[error("unsupported pixel format {0}")]
     Format(u32),
     #[error("Vulkan: {0}")]

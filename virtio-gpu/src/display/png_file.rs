@@ -68,6 +68,28 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<()
     Ok(())
 }
 
+/// Reads a PNG file as RGBA8 (for tests that check captures): `(width, height, pixels)`.
+pub fn read_png(path: &Path) -> Result<(u32, u32, Vec<u8>), DisplayError> {
+    let file = File::open(path).map_err(|source| DisplayError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    dec.set_transformations(png::Transformations::ALPHA | png::Transformations::EXPAND);
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| DisplayError::Decode(e.to_string()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| DisplayError::Decode("image too large".into()))?;
+    let mut buf = vec![0; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| DisplayError::Decode(e.to_string()))?;
+    buf.truncate(info.buffer_size());
+    Ok((info.width, info.height, buf))
+}
+
 impl Display for PngDisplay {
     fn present(&mut self, scanout: u32, frame: &Frame<'_>) -> Result<(), DisplayError> {
         let rgba = frame.to_rgba8()?;

@@ -10,6 +10,7 @@
 
 pub mod cuda;
 pub mod echo;
+pub mod gpu;
 pub mod mmio;
 
 use std::io;
