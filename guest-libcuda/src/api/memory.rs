@@ -1,0 +1,970 @@
+//! Device memory, copies, memsets, pinned host memory (emulated) and pointer attributes.
+//!
+//! Copies are split into chunks of at most [`CHUNK`] bytes. Synchronous copies wait for the
+//! executor; `*Async` host→device copies and all memsets are fire-and-forget (the bytes are
+//! captured when the call returns, so the application may reuse its buffer at once, as with
+//! pageable memory in CUDA). Device→host copies always wait: the bytes must land in the
+//! application's buffer before the next synchronising call can observe them.
+
+use std::ffi::{c_int, c_uint, c_void};
+
+use virtio_cuda::protocol::{self as p, DevRegion, Sink, Source, Status};
+
+use crate::driver::{driver, Driver, HostRange, R};
+use crate::ffi::{bytes, bytes_mut, entry, get, h, ptr, put};
+use crate::types::{
+    CUdeviceptr, Handle, Memcpy2D, Memcpy3D, MEMORYTYPE_DEVICE, MEMORYTYPE_HOST, MEMORYTYPE_UNIFIED,
+};
+
+/// Largest payload of one copy request.
+pub const CHUNK: usize = 16 << 20;
+
+/// Pitch alignment of `cuMemAllocPitch`.
+const PITCH_ALIGN: usize = 512;
+
+/// How a copy is ordered: on a stream (`*Async`), or synchronously.
+#[derive(Debug, Clone, Copy)]
+pub struct Order {
+    pub ctx: u64,
+    pub stream: u64,
+    pub sync: bool,
+}
+
+impl Order {
+    /// A synchronous copy on the current context's NULL stream (or the per-thread stream).
+    pub fn sync(d: &Driver, per_thread: bool) -> R<Self> {
+        let (ctx, stream) = d.stream_ctx(0, per_thread)?;
+        Ok(Self {
+            ctx,
+            stream,
+            sync: true,
+        })
+    }
+
+    /// An asynchronous copy on `stream`.
+    pub fn on(d: &Driver, stream: Handle, per_thread: bool) -> R<Self> {
+        let (ctx, stream) = d.stream_ctx(h(stream), per_thread)?;
+        Ok(Self {
+            ctx,
+            stream,
+            sync: false,
+        })
+    }
+}
+
+/// Host → device.
+pub fn h2d(d: &Driver, o: Order, dst: u64, src: &[u8]) -> R<()> {
+    for (i, chunk) in src.chunks(CHUNK).enumerate() {
+        let req = p::MemcpyHtoD {
+            ctx: o.ctx,
+            stream: o.stream,
+            dst: dst.wrapping_add((i * CHUNK) as u64),
+            src: Source::Inline(chunk.to_vec()),
+        };
+        if o.sync {
+            d.call(&req)?;
+        } else {
+            d.send(&req)?;
+        }
+    }
+    Ok(())
+}
+
+/// Device → host (always waits for the bytes).
+pub fn d2h(d: &Driver, o: Order, dst: &mut [u8], src: u64) -> R<()> {
+    for (i, chunk) in dst.chunks_mut(CHUNK).enumerate() {
+        let r = d.call(&p::MemcpyDtoH {
+            ctx: o.ctx,
+            stream: o.stream,
+            src: src.wrapping_add((i * CHUNK) as u64),
+            len: chunk.len() as u64,
+            dst: Sink::Reply,
+        })?;
+        if r.data.len() != chunk.len() {
+            return Err(Status::ERROR_UNKNOWN);
+        }
+        chunk.copy_from_slice(&r.data);
+    }
+    Ok(())
+}
+
+/// Device → device.
+pub fn d2d(d: &Driver, o: Order, dst: u64, src: u64, len: u64) -> R<()> {
+    let req = p::MemcpyDtoD {
+        ctx: o.ctx,
+        stream: o.stream,
+        dst,
+        src,
+        len,
+    };
+    if o.sync {
+        d.call(&req)?;
+    } else {
+        d.send(&req)?;
+    }
+    Ok(())
+}
+
+/// A copy between any two of host and device memory, classifying unified pointers.
+unsafe fn copy_any(d: &Driver, o: Order, dst: u64, src: u64, len: usize) -> R<()> {
+    match (d.is_device_ptr(dst), d.is_device_ptr(src)) {
+        (true, true) => d2d(d, o, dst, src, len as u64),
+        // SAFETY: a host pointer of `len` bytes per the cuMemcpy contract.
+        (true, false) => h2d(d, o, dst, unsafe { bytes(src as usize as *const u8, len) }?),
+        (false, true) => {
+            // SAFETY: as above, writable.
+            let out = unsafe { bytes_mut(dst as usize as *mut u8, len) }?;
+            d2h(d, o, out, src)
+        }
+        (false, false) => {
+            // SAFETY: both host buffers of `len` bytes per the contract; may overlap.
+            unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) };
+            Ok(())
+        }
+    }
+}
+
+/// One side of a strided copy.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Host {
+        ptr: usize,
+        pitch: usize,
+        slice: usize,
+    },
+    Device {
+        addr: u64,
+        pitch: u64,
+        slice: u64,
+    },
+}
+
+fn side(
+    d: &Driver,
+    kind: c_uint,
+    host: usize,
+    dev: u64,
+    pitch: usize,
+    height: usize,
+    offset: (usize, usize, usize),
+) -> R<Side> {
+    let (x, y, z) = offset;
+    let slice = pitch
+        .checked_mul(height)
+        .ok_or(Status::ERROR_INVALID_VALUE)?;
+    let off = z
+        .checked_mul(slice)
+        .and_then(|a| a.checked_add(y.checked_mul(pitch)?))
+        .and_then(|a| a.checked_add(x))
+        .ok_or(Status::ERROR_INVALID_VALUE)?;
+    let is_dev = match kind {
+        MEMORYTYPE_HOST => false,
+        MEMORYTYPE_DEVICE => true,
+        MEMORYTYPE_UNIFIED => d.is_device_ptr(dev),
+        _ => return Err(Status::ERROR_NOT_SUPPORTED),
+    };
+    Ok(if is_dev {
+        Side::Device {
+            addr: dev.wrapping_add(off as u64),
+            pitch: pitch as u64,
+            slice: slice as u64,
+        }
+    } else {
+        let base = if kind == MEMORYTYPE_UNIFIED {
+            dev as usize
+        } else {
+            host
+        };
+        if base == 0 {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        Side::Host {
+            ptr: base.wrapping_add(off),
+            pitch,
+            slice,
+        }
+    })
+}
+
+/// A 2D/3D copy of `width` bytes × `height` rows × `depth` slices, in row groups of at most
+/// [`CHUNK`] bytes.
+unsafe fn copy_strided(
+    d: &Driver,
+    o: Order,
+    src: Side,
+    dst: Side,
+    width: usize,
+    height: usize,
+    depth: usize,
+) -> R<()> {
+    if width == 0 || height == 0 || depth == 0 {
+        return Ok(());
+    }
+    let rows_per = (CHUNK / width).clamp(1, height);
+    for z in 0..depth {
+        let mut y = 0;
+        while y < height {
+            let n = rows_per.min(height - y);
+            // SAFETY: the rows lie inside the application's buffers per the cuMemcpy2D/3D contract.
+            unsafe { copy_rows(d, o, at(src, y, z), at(dst, y, z), width, n) }?;
+            y += n;
+        }
+    }
+    Ok(())
+}
+
+fn at(s: Side, y: usize, z: usize) -> Side {
+    match s {
+        Side::Host { ptr, pitch, slice } => Side::Host {
+            ptr: ptr
+                .wrapping_add(z.wrapping_mul(slice))
+                .wrapping_add(y.wrapping_mul(pitch)),
+            pitch,
+            slice,
+        },
+        Side::Device { addr, pitch, slice } => Side::Device {
+            addr: addr
+                .wrapping_add((z as u64).wrapping_mul(slice))
+                .wrapping_add((y as u64).wrapping_mul(pitch)),
+            pitch,
+            slice,
+        },
+    }
+}
+
+unsafe fn copy_rows(
+    d: &Driver,
+    o: Order,
+    src: Side,
+    dst: Side,
+    width: usize,
+    rows: usize,
+) -> R<()> {
+    let region = |addr, pitch| DevRegion {
+        addr,
+        pitch,
+        slice_pitch: 0,
+    };
+    match (src, dst) {
+        (
+            Side::Host {
+                ptr: s, pitch: sp, ..
+            },
+            Side::Device { addr, pitch, .. },
+        ) => {
+            let mut packed = Vec::with_capacity(width * rows);
+            for r in 0..rows {
+                // SAFETY: each row is `width` readable bytes per the contract.
+                packed.extend_from_slice(unsafe { bytes((s + r * sp) as *const u8, width) }?);
+            }
+            let req = p::MemcpyHtoDStrided {
+                ctx: o.ctx,
+                stream: o.stream,
+                dst: region(addr, pitch),
+                width_bytes: width as u64,
+                height: rows as u64,
+                depth: 1,
+                src: Source::Inline(packed),
+            };
+            if o.sync {
+                d.call(&req).map(|_| ())
+            } else {
+                d.send(&req)
+            }
+        }
+        (
+            Side::Device { addr, pitch, .. },
+            Side::Host {
+                ptr: t, pitch: tp, ..
+            },
+        ) => {
+            let r = d.call(&p::MemcpyDtoHStrided {
+                ctx: o.ctx,
+                stream: o.stream,
+                src: region(addr, pitch),
+                width_bytes: width as u64,
+                height: rows as u64,
+                depth: 1,
+                dst: Sink::Reply,
+            })?;
+            if r.data.len() != width * rows {
+                return Err(Status::ERROR_UNKNOWN);
+            }
+            for (i, row) in r.data.chunks_exact(width).enumerate() {
+                // SAFETY: each row is `width` writable bytes per the contract.
+                unsafe { bytes_mut((t + i * tp) as *mut u8, width) }?.copy_from_slice(row);
+            }
+            Ok(())
+        }
+        (
+            Side::Device {
+                addr: s, pitch: sp, ..
+            },
+            Side::Device {
+                addr: t, pitch: tp, ..
+            },
+        ) => {
+            let req = p::MemcpyDtoDStrided {
+                ctx: o.ctx,
+                stream: o.stream,
+                dst: region(t, tp),
+                src: region(s, sp),
+                width_bytes: width as u64,
+                height: rows as u64,
+                depth: 1,
+            };
+            if o.sync {
+                d.call(&req).map(|_| ())
+            } else {
+                d.send(&req)
+            }
+        }
+        (
+            Side::Host {
+                ptr: s, pitch: sp, ..
+            },
+            Side::Host {
+                ptr: t, pitch: tp, ..
+            },
+        ) => {
+            for r in 0..rows {
+                // SAFETY: rows of `width` bytes in the application's buffers.
+                unsafe {
+                    std::ptr::copy((s + r * sp) as *const u8, (t + r * tp) as *mut u8, width)
+                };
+            }
+            Ok(())
+        }
+    }
+}
+
+unsafe fn memcpy2d(c: *const Memcpy2D, o: Order) -> R<()> {
+    // SAFETY: cuda.h: `c` is null or a valid descriptor.
+    let c = unsafe { get(c) }?;
+    let d = driver()?;
+    let src = side(
+        d,
+        c.srcMemoryType,
+        c.srcHost as usize,
+        c.srcDevice,
+        c.srcPitch.max(c.WidthInBytes),
+        c.Height,
+        (c.srcXInBytes, c.srcY, 0),
+    )?;
+    let dst = side(
+        d,
+        c.dstMemoryType,
+        c.dstHost as usize,
+        c.dstDevice,
+        c.dstPitch.max(c.WidthInBytes),
+        c.Height,
+        (c.dstXInBytes, c.dstY, 0),
+    )?;
+    // SAFETY: the descriptor's buffers are valid per the contract.
+    unsafe { copy_strided(d, o, src, dst, c.WidthInBytes, c.Height, 1) }
+}
+
+unsafe fn memcpy3d(c: *const Memcpy3D, o: Order) -> R<()> {
+    // SAFETY: cuda.h: `c` is null or a valid descriptor.
+    let c = unsafe { get(c) }?;
+    let d = driver()?;
+    let src = side(
+        d,
+        c.srcMemoryType,
+        c.srcHost as usize,
+        c.srcDevice,
+        c.srcPitch.max(c.WidthInBytes),
+        c.srcHeight.max(c.Height),
+        (c.srcXInBytes, c.srcY, c.srcZ),
+    )?;
+    let dst = side(
+        d,
+        c.dstMemoryType,
+        c.dstHost as usize,
+        c.dstDevice,
+        c.dstPitch.max(c.WidthInBytes),
+        c.dstHeight.max(c.Height),
+        (c.dstXInBytes, c.dstY, c.dstZ),
+    )?;
+    // SAFETY: the descriptor's buffers are valid per the contract.
+    unsafe { copy_strided(d, o, src, dst, c.WidthInBytes, c.Height, c.Depth) }
+}
+
+fn memset(
+    o: Order,
+    dst: u64,
+    pitch: usize,
+    elem: u8,
+    value: u32,
+    width: usize,
+    height: usize,
+) -> R<()> {
+    let d = driver()?;
+    let req = p::Memset {
+        ctx: o.ctx,
+        stream: o.stream,
+        dst,
+        pitch: pitch as u64,
+        elem_size: elem,
+        value,
+        width: width as u64,
+        height: height as u64,
+    };
+    if o.sync {
+        d.call(&req).map(|_| ())
+    } else {
+        d.send(&req)
+    }
+}
+
+fn alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: Handle, per_thread: bool) -> R<()> {
+    let d = driver()?;
+    let (ctx, _) = d.stream_ctx(h(stream), per_thread)?;
+    if dptr.is_null() || size == 0 {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    let dp = d
+        .call(&p::MemAlloc {
+            ctx,
+            size: size as u64,
+        })?
+        .dptr;
+    // SAFETY: checked non-null; cuda.h: writable.
+    unsafe { put(dptr, dp) }
+}
+
+fn alloc(size: usize) -> R<u64> {
+    let d = driver()?;
+    let ctx = d.current_ctx()?;
+    if size == 0 {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    Ok(d.call(&p::MemAlloc {
+        ctx,
+        size: size as u64,
+    })?
+    .dptr)
+}
+
+fn free(dptr: u64) -> R<()> {
+    let d = driver()?;
+    let ctx = d.current_ctx()?;
+    if dptr == 0 {
+        return Ok(());
+    }
+    d.call(&p::MemFree { ctx, dptr })?;
+    Ok(())
+}
+
+/// Stream-ordered free: the memory must outlive the work queued before the free.
+fn free_async(dptr: u64, stream: Handle, per_thread: bool) -> R<()> {
+    let d = driver()?;
+    let (ctx, s) = d.stream_ctx(h(stream), per_thread)?;
+    d.call(&p::StreamSynchronize { ctx, stream: s })?;
+    d.call(&p::MemFree { ctx, dptr })?;
+    Ok(())
+}
+
+/// Host memory for `cuMemHostAlloc`: page-aligned anonymous memory.
+fn host_alloc(size: usize, flags: u32) -> R<*mut c_void> {
+    let d = driver()?;
+    if size == 0 {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: an anonymous private mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Status::ERROR_OUT_OF_MEMORY);
+    }
+    d.objects_mut().host.insert(
+        p as usize,
+        HostRange {
+            len: size,
+            flags,
+            owned: true,
+        },
+    );
+    Ok(p)
+}
+
+/// The host range containing `addr`.
+fn host_range(d: &Driver, addr: usize) -> Option<(usize, HostRange)> {
+    d.objects()
+        .host
+        .range(..=addr)
+        .next_back()
+        .filter(|(start, r)| addr < **start + r.len.max(1))
+        .map(|(s, r)| (*s, *r))
+}
+
+/// `CUpointer_attribute` values the shim answers.
+mod attr {
+    pub const CONTEXT: u32 = 1;
+    pub const MEMORY_TYPE: u32 = 2;
+    pub const DEVICE_POINTER: u32 = 3;
+    pub const HOST_POINTER: u32 = 4;
+    pub const SYNC_MEMOPS: u32 = 6;
+    pub const BUFFER_ID: u32 = 7;
+    pub const IS_MANAGED: u32 = 8;
+    pub const DEVICE_ORDINAL: u32 = 9;
+    pub const RANGE_START_ADDR: u32 = 11;
+    pub const RANGE_SIZE: u32 = 12;
+    pub const MAPPED: u32 = 13;
+}
+
+/// Writes one pointer attribute; `Ok(false)` when it does not apply to this pointer.
+unsafe fn pointer_attribute(d: &Driver, data: *mut c_void, a: u32, p: u64) -> R<bool> {
+    let ctx = crate::driver::current_ctx_raw();
+    let device = d.is_device_ptr(p);
+    let host = if device {
+        None
+    } else {
+        host_range(d, p as usize)
+    };
+    if !device && host.is_none() {
+        return Ok(false);
+    }
+    let range = if device {
+        let ctx = d.current_ctx()?;
+        let r = d.call(&p::MemGetAddressRange { ctx, dptr: p })?;
+        (r.base, r.size)
+    } else {
+        host.map(|(s, r)| (s as u64, r.len as u64))
+            .unwrap_or((0, 0))
+    };
+    // SAFETY: `data` points to storage of the attribute's type per cuPointerGetAttribute.
+    unsafe {
+        match a {
+            attr::CONTEXT => put(data.cast::<Handle>(), ptr(ctx))?,
+            attr::MEMORY_TYPE => put(
+                data.cast::<c_uint>(),
+                if device {
+                    MEMORYTYPE_DEVICE
+                } else {
+                    MEMORYTYPE_HOST
+                },
+            )?,
+            attr::DEVICE_POINTER => {
+                if !device {
+                    return Ok(false);
+                }
+                put(data.cast::<u64>(), p)?
+            }
+            attr::HOST_POINTER => {
+                if device {
+                    return Ok(false);
+                }
+                put(data.cast::<*mut c_void>(), p as usize as *mut c_void)?
+            }
+            attr::SYNC_MEMOPS | attr::MAPPED => put(data.cast::<c_uint>(), 1)?,
+            attr::IS_MANAGED => put(data.cast::<c_uint>(), 0)?,
+            attr::BUFFER_ID => put(data.cast::<u64>(), range.0)?,
+            attr::DEVICE_ORDINAL => put(data.cast::<c_int>(), 0)?,
+            attr::RANGE_START_ADDR => put(data.cast::<u64>(), range.0)?,
+            attr::RANGE_SIZE => put(data.cast::<usize>(), range.1 as usize)?,
+            _ => return Err(Status::ERROR_NOT_SUPPORTED),
+        }
+    }
+    Ok(true)
+}
+
+entry! {
+    fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, size: usize) {
+        if dptr.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        put(dptr, alloc(size)?)
+    }
+
+    fn cuMemAllocPitch_v2(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, _elem: c_uint) {
+        if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        let p = width.div_ceil(PITCH_ALIGN) * PITCH_ALIGN;
+        let size = p.checked_mul(height).ok_or(Status::ERROR_INVALID_VALUE)?;
+        put(dptr, alloc(size)?)?;
+        put(pitch, p)
+    }
+
+    fn cuMemAllocAsync(dptr: *mut CUdeviceptr, size: usize, stream: Handle) {
+        alloc_async(dptr, size, stream, false)
+    }
+
+    fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, size: usize, stream: Handle) {
+        alloc_async(dptr, size, stream, true)
+    }
+
+    fn cuMemFree_v2(dptr: CUdeviceptr) {
+        free(dptr)
+    }
+
+    fn cuMemFreeAsync(dptr: CUdeviceptr, stream: Handle) {
+        free_async(dptr, stream, false)
+    }
+
+    fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: Handle) {
+        free_async(dptr, stream, true)
+    }
+
+    fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) {
+        let d = driver()?;
+        let ctx = d.current_ctx()?;
+        let r = d.call(&p::MemGetInfo { ctx })?;
+        put(free, usize::try_from(r.free).unwrap_or(usize::MAX))?;
+        put(total, usize::try_from(r.total).unwrap_or(usize::MAX))
+    }
+
+    fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, dptr: CUdeviceptr) {
+        let d = driver()?;
+        let ctx = d.current_ctx()?;
+        let r = d.call(&p::MemGetAddressRange { ctx, dptr })?;
+        if !base.is_null() {
+            put(base, r.base)?;
+        }
+        if !size.is_null() {
+            put(size, r.size as usize)?;
+        }
+        Ok(())
+    }
+
+    fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
+        let d = driver()?;
+        copy_any(d, Order::sync(d, false)?, dst, src, len)
+    }
+
+    fn cuMemcpy_ptds(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
+        let d = driver()?;
+        copy_any(d, Order::sync(d, true)?, dst, src, len)
+    }
+
+    fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
+        let d = driver()?;
+        copy_any(d, Order::on(d, stream, false)?, dst, src, len)
+    }
+
+    fn cuMemcpyAsync_ptsz(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
+        let d = driver()?;
+        copy_any(d, Order::on(d, stream, true)?, dst, src, len)
+    }
+
+    fn cuMemcpyPeer(dst: CUdeviceptr, _dc: Handle, src: CUdeviceptr, _sc: Handle, len: usize) {
+        let d = driver()?;
+        d2d(d, Order::sync(d, false)?, dst, src, len as u64)
+    }
+
+    fn cuMemcpyPeerAsync(dst: CUdeviceptr, _dc: Handle, src: CUdeviceptr, _sc: Handle, len: usize, stream: Handle) {
+        let d = driver()?;
+        d2d(d, Order::on(d, stream, false)?, dst, src, len as u64)
+    }
+
+    fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, len: usize) {
+        let d = driver()?;
+        h2d(d, Order::sync(d, false)?, dst, bytes(src.cast(), len)?)
+    }
+
+    fn cuMemcpyHtoD_v2_ptds(dst: CUdeviceptr, src: *const c_void, len: usize) {
+        let d = driver()?;
+        h2d(d, Order::sync(d, true)?, dst, bytes(src.cast(), len)?)
+    }
+
+    fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, len: usize, stream: Handle) {
+        let d = driver()?;
+        h2d(d, Order::on(d, stream, false)?, dst, bytes(src.cast(), len)?)
+    }
+
+    fn cuMemcpyHtoDAsync_v2_ptsz(dst: CUdeviceptr, src: *const c_void, len: usize, stream: Handle) {
+        let d = driver()?;
+        h2d(d, Order::on(d, stream, true)?, dst, bytes(src.cast(), len)?)
+    }
+
+    fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, len: usize) {
+        let d = driver()?;
+        d2h(d, Order::sync(d, false)?, bytes_mut(dst.cast(), len)?, src)
+    }
+
+    fn cuMemcpyDtoH_v2_ptds(dst: *mut c_void, src: CUdeviceptr, len: usize) {
+        let d = driver()?;
+        d2h(d, Order::sync(d, true)?, bytes_mut(dst.cast(), len)?, src)
+    }
+
+    fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, len: usize, stream: Handle) {
+        let d = driver()?;
+        d2h(d, Order::on(d, stream, false)?, bytes_mut(dst.cast(), len)?, src)
+    }
+
+    fn cuMemcpyDtoHAsync_v2_ptsz(dst: *mut c_void, src: CUdeviceptr, len: usize, stream: Handle) {
+        let d = driver()?;
+        d2h(d, Order::on(d, stream, true)?, bytes_mut(dst.cast(), len)?, src)
+    }
+
+    fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
+        let d = driver()?;
+        d2d(d, Order::sync(d, false)?, dst, src, len as u64)
+    }
+
+    fn cuMemcpyDtoD_v2_ptds(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
+        let d = driver()?;
+        d2d(d, Order::sync(d, true)?, dst, src, len as u64)
+    }
+
+    fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
+        let d = driver()?;
+        d2d(d, Order::on(d, stream, false)?, dst, src, len as u64)
+    }
+
+    fn cuMemcpyDtoDAsync_v2_ptsz(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
+        let d = driver()?;
+        d2d(d, Order::on(d, stream, true)?, dst, src, len as u64)
+    }
+
+    fn cuMemcpy2D_v2(c: *const Memcpy2D) {
+        memcpy2d(c, Order::sync(driver()?, false)?)
+    }
+
+    fn cuMemcpy2D_v2_ptds(c: *const Memcpy2D) {
+        memcpy2d(c, Order::sync(driver()?, true)?)
+    }
+
+    fn cuMemcpy2DUnaligned_v2(c: *const Memcpy2D) {
+        memcpy2d(c, Order::sync(driver()?, false)?)
+    }
+
+    fn cuMemcpy2DUnaligned_v2_ptds(c: *const Memcpy2D) {
+        memcpy2d(c, Order::sync(driver()?, true)?)
+    }
+
+    fn cuMemcpy2DAsync_v2(c: *const Memcpy2D, stream: Handle) {
+        memcpy2d(c, Order::on(driver()?, stream, false)?)
+    }
+
+    fn cuMemcpy2DAsync_v2_ptsz(c: *const Memcpy2D, stream: Handle) {
+        memcpy2d(c, Order::on(driver()?, stream, true)?)
+    }
+
+    fn cuMemcpy3D_v2(c: *const Memcpy3D) {
+        memcpy3d(c, Order::sync(driver()?, false)?)
+    }
+
+    fn cuMemcpy3D_v2_ptds(c: *const Memcpy3D) {
+        memcpy3d(c, Order::sync(driver()?, true)?)
+    }
+
+    fn cuMemcpy3DAsync_v2(c: *const Memcpy3D, stream: Handle) {
+        memcpy3d(c, Order::on(driver()?, stream, false)?)
+    }
+
+    fn cuMemcpy3DAsync_v2_ptsz(c: *const Memcpy3D, stream: Handle) {
+        memcpy3d(c, Order::on(driver()?, stream, true)?)
+    }
+
+    fn cuMemsetD8_v2(dst: CUdeviceptr, v: u8, n: usize) {
+        memset(Order::sync(driver()?, false)?, dst, 0, 1, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD8_v2_ptds(dst: CUdeviceptr, v: u8, n: usize) {
+        memset(Order::sync(driver()?, true)?, dst, 0, 1, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD16_v2(dst: CUdeviceptr, v: u16, n: usize) {
+        memset(Order::sync(driver()?, false)?, dst, 0, 2, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD16_v2_ptds(dst: CUdeviceptr, v: u16, n: usize) {
+        memset(Order::sync(driver()?, true)?, dst, 0, 2, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD32_v2(dst: CUdeviceptr, v: c_uint, n: usize) {
+        memset(Order::sync(driver()?, false)?, dst, 0, 4, v, n, 1)
+    }
+
+    fn cuMemsetD32_v2_ptds(dst: CUdeviceptr, v: c_uint, n: usize) {
+        memset(Order::sync(driver()?, true)?, dst, 0, 4, v, n, 1)
+    }
+
+    fn cuMemsetD2D8_v2(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize) {
+        memset(Order::sync(driver()?, false)?, dst, pitch, 1, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D8_v2_ptds(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize) {
+        memset(Order::sync(driver()?, true)?, dst, pitch, 1, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D16_v2(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize) {
+        memset(Order::sync(driver()?, false)?, dst, pitch, 2, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D16_v2_ptds(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize) {
+        memset(Order::sync(driver()?, true)?, dst, pitch, 2, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D32_v2(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize) {
+        memset(Order::sync(driver()?, false)?, dst, pitch, 4, v, w, hgt)
+    }
+
+    fn cuMemsetD2D32_v2_ptds(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize) {
+        memset(Order::sync(driver()?, true)?, dst, pitch, 4, v, w, hgt)
+    }
+
+    fn cuMemsetD8Async(dst: CUdeviceptr, v: u8, n: usize, s: Handle) {
+        memset(Order::on(driver()?, s, false)?, dst, 0, 1, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD8Async_ptsz(dst: CUdeviceptr, v: u8, n: usize, s: Handle) {
+        memset(Order::on(driver()?, s, true)?, dst, 0, 1, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD16Async(dst: CUdeviceptr, v: u16, n: usize, s: Handle) {
+        memset(Order::on(driver()?, s, false)?, dst, 0, 2, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD16Async_ptsz(dst: CUdeviceptr, v: u16, n: usize, s: Handle) {
+        memset(Order::on(driver()?, s, true)?, dst, 0, 2, u32::from(v), n, 1)
+    }
+
+    fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, s: Handle) {
+        memset(Order::on(driver()?, s, false)?, dst, 0, 4, v, n, 1)
+    }
+
+    fn cuMemsetD32Async_ptsz(dst: CUdeviceptr, v: c_uint, n: usize, s: Handle) {
+        memset(Order::on(driver()?, s, true)?, dst, 0, 4, v, n, 1)
+    }
+
+    fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize, s: Handle) {
+        memset(Order::on(driver()?, s, false)?, dst, pitch, 1, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D8Async_ptsz(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize, s: Handle) {
+        memset(Order::on(driver()?, s, true)?, dst, pitch, 1, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize, s: Handle) {
+        memset(Order::on(driver()?, s, false)?, dst, pitch, 2, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D16Async_ptsz(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize, s: Handle) {
+        memset(Order::on(driver()?, s, true)?, dst, pitch, 2, u32::from(v), w, hgt)
+    }
+
+    fn cuMemsetD2D32Async(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize, s: Handle) {
+        memset(Order::on(driver()?, s, false)?, dst, pitch, 4, v, w, hgt)
+    }
+
+    fn cuMemsetD2D32Async_ptsz(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize, s: Handle) {
+        memset(Order::on(driver()?, s, true)?, dst, pitch, 4, v, w, hgt)
+    }
+
+    fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) {
+        if pp.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        put(pp, host_alloc(size, 0)?)
+    }
+
+    fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, flags: c_uint) {
+        if pp.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        put(pp, host_alloc(size, flags)?)
+    }
+
+    fn cuMemFreeHost(p: *mut c_void) {
+        let d = driver()?;
+        let r = d
+            .objects_mut()
+            .host
+            .remove(&(p as usize))
+            .ok_or(Status::ERROR_INVALID_VALUE)?;
+        if r.owned {
+            // SAFETY: `p` and `r.len` are a mapping host_alloc created and nobody else unmaps.
+            unsafe { libc::munmap(p, r.len) };
+        }
+        Ok(())
+    }
+
+    fn cuMemHostRegister_v2(p: *mut c_void, size: usize, flags: c_uint) {
+        let d = driver()?;
+        if p.is_null() || size == 0 {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        if host_range(d, p as usize).is_some() {
+            return Err(Status::ERROR_HOST_MEMORY_ALREADY_REGISTERED);
+        }
+        d.objects_mut().host.insert(p as usize, HostRange { len: size, flags, owned: false });
+        Ok(())
+    }
+
+    fn cuMemHostUnregister(p: *mut c_void) {
+        let d = driver()?;
+        let mut o = d.objects_mut();
+        match o.host.get(&(p as usize)) {
+            Some(r) if !r.owned => {
+                o.host.remove(&(p as usize));
+                Ok(())
+            }
+            _ => Err(Status::ERROR_HOST_MEMORY_NOT_REGISTERED),
+        }
+    }
+
+    fn cuMemHostGetFlags(flags: *mut c_uint, p: *mut c_void) {
+        let d = driver()?;
+        let (_, r) = host_range(d, p as usize).ok_or(Status::ERROR_INVALID_VALUE)?;
+        put(flags, r.flags)
+    }
+
+    fn cuMemHostGetDevicePointer_v2(_dptr: *mut CUdeviceptr, _p: *mut c_void, _flags: c_uint) {
+        // Mapped (zero-copy) host memory needs the device to reach guest memory directly.
+        Err(Status(crate::ffi::not_supported("cuMemHostGetDevicePointer")))
+    }
+
+    fn cuPointerGetAttribute(data: *mut c_void, attribute: c_uint, p: CUdeviceptr) {
+        let d = driver()?;
+        if data.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        if pointer_attribute(d, data, attribute, p)? {
+            Ok(())
+        } else {
+            Err(Status::ERROR_INVALID_VALUE)
+        }
+    }
+
+    fn cuPointerGetAttributes(n: c_uint, attrs: *const c_uint, data: *mut *mut c_void, p: CUdeviceptr) {
+        let d = driver()?;
+        if attrs.is_null() || data.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        for i in 0..n as usize {
+            let a = get(attrs.add(i))?;
+            let slot = get(data.add(i))?;
+            if slot.is_null() {
+                continue;
+            }
+            if !pointer_attribute(d, slot, a, p)? {
+                // Unknown pointers and attributes that do not apply read as zero.
+                match a {
+                    attr::CONTEXT | attr::HOST_POINTER => put(slot.cast::<usize>(), 0)?,
+                    attr::DEVICE_POINTER | attr::BUFFER_ID | attr::RANGE_START_ADDR => {
+                        put(slot.cast::<u64>(), 0)?
+                    }
+                    attr::RANGE_SIZE => put(slot.cast::<usize>(), 0)?,
+                    attr::DEVICE_ORDINAL => put(slot.cast::<c_int>(), -2)?,
+                    _ => put(slot.cast::<c_uint>(), 0)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cuPointerSetAttribute(_value: *const c_void, _attribute: c_uint, _p: CUdeviceptr) {
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! The exported driver-API functions, grouped as in `cuda.h`.
+
+pub mod context;
+pub mod device;
+pub mod launch;
+pub mod memory;
+pub mod module;
+pub mod stream;

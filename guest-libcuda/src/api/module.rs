@@ -1,0 +1,489 @@
+//! Modules, libraries, kernels, functions and globals.
+//!
+//! `cuModuleLoadData` gets only a pointer; [`image_bytes`] finds the image's length from its
+//! format (fatbin container, `__fatbinwrap` wrapper, ELF cubin, or NUL-terminated PTX) and the
+//! bytes are forwarded for the executor to pick what its backend runs. A library
+//! (`cuLibraryLoadData`) keeps its image and is loaded as a module into each context that uses
+//! it; a `CUkernel` names a library and a function and resolves to that context's function.
+
+use std::ffi::{c_char, c_int, c_uint, c_void};
+
+use virtio_cuda::protocol::{self as p, Source, Status};
+
+use crate::driver::{driver, Driver, FuncEntry, KernelEntry, LibraryInfo, ModuleInfo, R};
+use crate::ffi::{bytes, cstr, entry, h, ptr, put};
+use crate::types::{CUdevice, CUdeviceptr, Handle};
+
+const FATBIN_MAGIC: u32 = 0xBA55_ED50;
+const WRAPPER_MAGIC: u32 = 0x4662_43B1;
+/// Largest image the shim forwards.
+const MAX_IMAGE: usize = 1 << 30;
+
+fn read_u16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+fn read_u32(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+fn read_u64(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+/// Length of an ELF64 image from its headers (the furthest header table or section end).
+unsafe fn elf_len(p: *const u8) -> R<usize> {
+    // SAFETY: an ELF header is 64 bytes; the caller saw the ELF magic at `p`.
+    let hdr = unsafe { bytes(p, 64) }?;
+    let bad = Status::ERROR_INVALID_IMAGE;
+    let phoff = read_u64(hdr, 0x20).ok_or(bad)? as usize;
+    let shoff = read_u64(hdr, 0x28).ok_or(bad)? as usize;
+    let phentsize = read_u16(hdr, 0x36).ok_or(bad)? as usize;
+    let phnum = read_u16(hdr, 0x38).ok_or(bad)? as usize;
+    let shentsize = read_u16(hdr, 0x3A).ok_or(bad)? as usize;
+    let shnum = read_u16(hdr, 0x3C).ok_or(bad)? as usize;
+    let mut end = 64usize
+        .max(phoff.saturating_add(phentsize * phnum))
+        .max(shoff.saturating_add(shentsize * shnum));
+    if end > MAX_IMAGE || shentsize < 64 && shnum > 0 {
+        return Err(bad);
+    }
+    for i in 0..shnum {
+        // SAFETY: the section header table lies inside the image (its end is within `end`).
+        let sh = unsafe { bytes(p.add(shoff + i * shentsize), 64) }?;
+        let kind = read_u32(sh, 4).ok_or(bad)?;
+        let off = read_u64(sh, 0x18).ok_or(bad)? as usize;
+        let size = read_u64(sh, 0x20).ok_or(bad)? as usize;
+        const SHT_NOBITS: u32 = 8;
+        if kind != SHT_NOBITS {
+            end = end.max(off.saturating_add(size));
+        }
+    }
+    if end > MAX_IMAGE {
+        return Err(bad);
+    }
+    Ok(end)
+}
+
+/// The bytes of a module image given only its address.
+///
+/// # Safety
+/// `image` must point to a complete image of one of the supported formats.
+pub unsafe fn image_bytes(image: *const c_void) -> R<Vec<u8>> {
+    let p = image.cast::<u8>();
+    // SAFETY: every format is at least 4 bytes long.
+    let head = unsafe { bytes(p, 4) }?;
+    let magic = read_u32(head, 0).ok_or(Status::ERROR_INVALID_IMAGE)?;
+    let len = if magic == FATBIN_MAGIC {
+        // SAFETY: a fatbin header is 16 bytes: magic, version, header size, payload size.
+        let h = unsafe { bytes(p, 16) }?;
+        let hs = read_u16(h, 6).ok_or(Status::ERROR_INVALID_IMAGE)? as usize;
+        let fs = read_u64(h, 8).ok_or(Status::ERROR_INVALID_IMAGE)? as usize;
+        hs.checked_add(fs)
+            .filter(|l| *l <= MAX_IMAGE)
+            .ok_or(Status::ERROR_INVALID_IMAGE)?
+    } else if magic == WRAPPER_MAGIC {
+        // SAFETY: the wrapper is {magic, version, data pointer, filename pointer}.
+        let w = unsafe { bytes(p, 16) }?;
+        let data = read_u64(w, 8).ok_or(Status::ERROR_INVALID_IMAGE)? as usize;
+        if data == 0 {
+            return Err(Status::ERROR_INVALID_IMAGE);
+        }
+        // SAFETY: the wrapper's data pointer is the fatbin it wraps.
+        return unsafe { image_bytes(data as *const c_void) };
+    } else if head == b"\x7fELF" {
+        // SAFETY: per this function's contract.
+        unsafe { elf_len(p) }?
+    } else {
+        // PTX text: NUL-terminated.
+        // SAFETY: per this function's contract the text is NUL-terminated.
+        unsafe { std::ffi::CStr::from_ptr(p.cast()) }
+            .to_bytes_with_nul()
+            .len()
+    };
+    // SAFETY: the image spans `len` bytes, computed from its own headers.
+    Ok(unsafe { bytes(p, len) }?.to_vec())
+}
+
+/// Loads `image` as module `module` into `ctx`.
+fn load_into(d: &Driver, ctx: u64, image: Vec<u8>) -> R<u64> {
+    let module = d.alloc_handle()?;
+    let r = d.call(&p::ModuleLoad {
+        ctx,
+        module,
+        image: Source::Inline(image),
+    })?;
+    if !r.log.is_empty() {
+        tracing::debug!(module, log = %r.log, "module loaded");
+    }
+    d.objects_mut().modules.insert(
+        module,
+        ModuleInfo {
+            ctx,
+            ..Default::default()
+        },
+    );
+    Ok(module)
+}
+
+fn load(out: *mut Handle, image: R<Vec<u8>>) -> R<()> {
+    if out.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    let d = driver()?;
+    let ctx = d.current_ctx()?;
+    let m = load_into(d, ctx, image?)?;
+    // SAFETY: checked non-null; cuda.h: writable.
+    unsafe { put(out, ptr(m)) }
+}
+
+fn file_image(path: *const c_char) -> R<Vec<u8>> {
+    // SAFETY: cuda.h: a NUL-terminated path.
+    let path = unsafe { cstr(path) }?;
+    let mut v = std::fs::read(path).map_err(|_| Status::ERROR_FILE_NOT_FOUND)?;
+    if v.first() != Some(&0x7f) && read_u32(&v, 0) != Some(FATBIN_MAGIC) {
+        v.push(0); // PTX text files are not NUL-terminated.
+    }
+    Ok(v)
+}
+
+/// The function `name` of `module`, bound once per module.
+pub fn get_function(d: &Driver, module: u64, name: &str) -> R<u64> {
+    let ctx = {
+        let o = d.objects();
+        let m = o.modules.get(&module).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        if let Some(f) = m.functions.get(name) {
+            return Ok(*f);
+        }
+        m.ctx
+    };
+    let func = d.alloc_handle()?;
+    let info = d.call(&p::ModuleGetFunction {
+        ctx,
+        module,
+        func,
+        name: name.to_string(),
+    })?;
+    let mut o = d.objects_mut();
+    if let Some(m) = o.modules.get_mut(&module) {
+        m.functions.insert(name.to_string(), func);
+    }
+    o.functions.insert(
+        func,
+        FuncEntry {
+            ctx,
+            module,
+            name: name.to_string(),
+            info,
+            attrs: Vec::new(),
+        },
+    );
+    Ok(func)
+}
+
+/// The module of library `lib` in the current context, loading it on first use.
+fn library_module(d: &Driver, lib: u64) -> R<u64> {
+    let ctx = d.current_ctx()?;
+    let image = {
+        let o = d.objects();
+        let l = o.libraries.get(&lib).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        if let Some(m) = l.modules.get(&ctx) {
+            return Ok(*m);
+        }
+        l.image.clone()
+    };
+    let m = load_into(d, ctx, image)?;
+    if let Some(l) = d.objects_mut().libraries.get_mut(&lib) {
+        l.modules.insert(ctx, m);
+    }
+    Ok(m)
+}
+
+/// The function a `CUkernel` stands for in the current context.
+pub fn kernel_function(d: &Driver, kernel: u64) -> R<u64> {
+    let k = d
+        .objects()
+        .kernels
+        .get(&kernel)
+        .cloned()
+        .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    let m = library_module(d, k.library)?;
+    get_function(d, m, &k.name)
+}
+
+/// A `CUfunction` or a `CUkernel` passed where a function is expected.
+pub fn resolve_function(d: &Driver, f: u64) -> R<u64> {
+    if d.objects().functions.contains_key(&f) {
+        return Ok(f);
+    }
+    kernel_function(d, f)
+}
+
+fn library_load(out: *mut Handle, image: R<Vec<u8>>) -> R<()> {
+    if out.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    let d = driver()?;
+    let image = image?;
+    let lib = d.alloc_handle()?;
+    d.objects_mut().libraries.insert(
+        lib,
+        LibraryInfo {
+            image,
+            modules: Default::default(),
+            kernels: Default::default(),
+        },
+    );
+    // Validate eagerly when a context is current, as the driver does.
+    if d.current_ctx().is_ok() {
+        if let Err(e) = library_module(d, lib) {
+            d.objects_mut().libraries.remove(&lib);
+            return Err(e);
+        }
+    }
+    // SAFETY: checked non-null; cuda.h: writable.
+    unsafe { put(out, ptr(lib)) }
+}
+
+/// `CUfunction_attribute` values answered from [`p::FuncInfo`].
+fn function_attribute(f: &FuncEntry, attrib: c_uint) -> i32 {
+    if let Some((_, v)) = f.attrs.iter().find(|(a, _)| *a == attrib) {
+        return *v;
+    }
+    let i = &f.info;
+    let c = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    match attrib {
+        0 => c(i.max_threads_per_block),
+        1 => c(i.static_shared_bytes),
+        2 => c(i.const_bytes),
+        3 => c(i.local_bytes),
+        4 => c(i.num_regs),
+        5 => c(i.ptx_version),
+        6 => c(i.binary_version),
+        8 => (48 * 1024 - c(i.static_shared_bytes)).max(0),
+        9 => -1,
+        _ => 0,
+    }
+}
+
+fn func_get_attribute(value: *mut c_int, attrib: c_uint, f: u64) -> R<()> {
+    let d = driver()?;
+    let f = resolve_function(d, f)?;
+    let v = d
+        .objects()
+        .functions
+        .get(&f)
+        .map(|e| function_attribute(e, attrib))
+        .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    // SAFETY: cuda.h: `value` is null or writable.
+    unsafe { put(value, v) }
+}
+
+fn func_set_attribute(attrib: c_uint, value: c_int, f: u64) -> R<()> {
+    let d = driver()?;
+    let f = resolve_function(d, f)?;
+    let ctx = {
+        let mut o = d.objects_mut();
+        let e = o
+            .functions
+            .get_mut(&f)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        e.attrs.retain(|(a, _)| *a != attrib);
+        e.attrs.push((attrib, value));
+        e.ctx
+    };
+    d.send(&p::FuncSetAttribute {
+        ctx,
+        func: f,
+        attr: attrib,
+        value,
+    })
+}
+
+entry! {
+    fn cuModuleLoad(module: *mut Handle, fname: *const c_char) {
+        load(module, file_image(fname))
+    }
+
+    fn cuModuleLoadData(module: *mut Handle, image: *const c_void) {
+        load(module, image_bytes(image))
+    }
+
+    fn cuModuleLoadDataEx(module: *mut Handle, image: *const c_void, _n: c_uint, _opts: *mut c_uint, _vals: *mut *mut c_void) {
+        load(module, image_bytes(image))
+    }
+
+    fn cuModuleLoadFatBinary(module: *mut Handle, fatbin: *const c_void) {
+        load(module, image_bytes(fatbin))
+    }
+
+    fn cuModuleUnload(module: Handle) {
+        let d = driver()?;
+        let module = h(module);
+        let m = d.objects_mut().modules.remove(&module).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        d.objects_mut().functions.retain(|_, f| f.module != module);
+        d.send(&p::ModuleUnload { ctx: m.ctx, module })
+    }
+
+    fn cuModuleGetFunction(func: *mut Handle, module: Handle, name: *const c_char) {
+        let d = driver()?;
+        if func.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        let f = get_function(d, h(module), cstr(name)?)?;
+        put(func, ptr(f))
+    }
+
+    fn cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, size: *mut usize, module: Handle, name: *const c_char) {
+        let d = driver()?;
+        let module = h(module);
+        let ctx = d.objects().modules.get(&module).map(|m| m.ctx).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        let g = d.call(&p::ModuleGetGlobal { ctx, module, name: cstr(name)?.to_string() })?;
+        if !dptr.is_null() {
+            put(dptr, g.dptr)?;
+        }
+        if !size.is_null() {
+            put(size, g.size as usize)?;
+        }
+        Ok(())
+    }
+
+    fn cuModuleGetLoadingMode(mode: *mut c_uint) {
+        put(mode, 1) // CU_MODULE_EAGER_LOADING
+    }
+
+    fn cuFuncGetAttribute(value: *mut c_int, attrib: c_uint, func: Handle) {
+        func_get_attribute(value, attrib, h(func))
+    }
+
+    fn cuFuncSetAttribute(func: Handle, attrib: c_uint, value: c_int) {
+        func_set_attribute(attrib, value, h(func))
+    }
+
+    fn cuFuncSetCacheConfig(func: Handle, _config: c_uint) {
+        resolve_function(driver()?, h(func)).map(|_| ())
+    }
+
+    fn cuFuncSetSharedMemConfig(func: Handle, _config: c_uint) {
+        resolve_function(driver()?, h(func)).map(|_| ())
+    }
+
+    fn cuFuncGetModule(module: *mut Handle, func: Handle) {
+        let d = driver()?;
+        let m = d.objects().functions.get(&h(func)).map(|f| f.module).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        put(module, ptr(m))
+    }
+
+    fn cuFuncGetName(name: *mut *const c_char, func: Handle) {
+        let d = driver()?;
+        let n = d.objects().functions.get(&h(func)).map(|f| f.name.clone()).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        put(name, leak_cstr(&n))
+    }
+
+    fn cuFuncIsLoaded(state: *mut c_uint, func: Handle) {
+        resolve_function(driver()?, h(func))?;
+        put(state, 1) // CU_FUNCTION_LOADING_STATE_LOADED
+    }
+
+    fn cuFuncLoad(func: Handle) {
+        resolve_function(driver()?, h(func)).map(|_| ())
+    }
+
+    fn cuLibraryLoadData(lib: *mut Handle, code: *const c_void, _jo: *mut c_uint, _jv: *mut *mut c_void, _nj: c_uint, _lo: *mut c_uint, _lv: *mut *mut c_void, _nl: c_uint) {
+        library_load(lib, image_bytes(code))
+    }
+
+    fn cuLibraryLoadFromFile(lib: *mut Handle, fname: *const c_char, _jo: *mut c_uint, _jv: *mut *mut c_void, _nj: c_uint, _lo: *mut c_uint, _lv: *mut *mut c_void, _nl: c_uint) {
+        library_load(lib, file_image(fname))
+    }
+
+    fn cuLibraryUnload(lib: Handle) {
+        let d = driver()?;
+        let l = d.objects_mut().libraries.remove(&h(lib)).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        for (ctx, module) in l.modules {
+            d.objects_mut().modules.remove(&module);
+            d.objects_mut().functions.retain(|_, f| f.module != module);
+            d.send(&p::ModuleUnload { ctx, module })?;
+        }
+        d.objects_mut().kernels.retain(|_, k| k.library != h(lib));
+        Ok(())
+    }
+
+    fn cuLibraryGetKernel(kernel: *mut Handle, lib: Handle, name: *const c_char) {
+        let d = driver()?;
+        let name = cstr(name)?;
+        let lib = h(lib);
+        if kernel.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        if let Some(k) = d.objects().libraries.get(&lib).and_then(|l| l.kernels.get(name)) {
+            return put(kernel, ptr(*k));
+        }
+        // Check the name exists when a context is current (the function is bound then).
+        if d.current_ctx().is_ok() {
+            let m = library_module(d, lib)?;
+            get_function(d, m, name)?;
+        }
+        let k = d.alloc_handle()?;
+        let mut o = d.objects_mut();
+        let l = o.libraries.get_mut(&lib).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        l.kernels.insert(name.to_string(), k);
+        o.kernels.insert(k, KernelEntry { library: lib, name: name.to_string() });
+        put(kernel, ptr(k))
+    }
+
+    fn cuLibraryGetModule(module: *mut Handle, lib: Handle) {
+        let d = driver()?;
+        let m = library_module(d, h(lib))?;
+        put(module, ptr(m))
+    }
+
+    fn cuKernelGetFunction(func: *mut Handle, kernel: Handle) {
+        let d = driver()?;
+        let f = kernel_function(d, h(kernel))?;
+        put(func, ptr(f))
+    }
+
+    fn cuKernelGetLibrary(lib: *mut Handle, kernel: Handle) {
+        let d = driver()?;
+        let l = d.objects().kernels.get(&h(kernel)).map(|k| k.library).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        put(lib, ptr(l))
+    }
+
+    fn cuKernelGetName(name: *mut *const c_char, kernel: Handle) {
+        let d = driver()?;
+        let n = d.objects().kernels.get(&h(kernel)).map(|k| k.name.clone()).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        put(name, leak_cstr(&n))
+    }
+
+    fn cuLibraryGetGlobal(dptr: *mut CUdeviceptr, size: *mut usize, lib: Handle, name: *const c_char) {
+        let d = driver()?;
+        let module = library_module(d, h(lib))?;
+        let ctx = d.current_ctx()?;
+        let g = d.call(&p::ModuleGetGlobal { ctx, module, name: cstr(name)?.to_string() })?;
+        if !dptr.is_null() {
+            put(dptr, g.dptr)?;
+        }
+        if !size.is_null() {
+            put(size, g.size as usize)?;
+        }
+        Ok(())
+    }
+
+    fn cuKernelGetAttribute(value: *mut c_int, attrib: c_uint, kernel: Handle, _dev: CUdevice) {
+        func_get_attribute(value, attrib, h(kernel))
+    }
+
+    fn cuKernelSetAttribute(attrib: c_uint, value: c_int, kernel: Handle, _dev: CUdevice) {
+        func_set_attribute(attrib, value, h(kernel))
+    }
+
+    fn cuKernelSetCacheConfig(kernel: Handle, _config: c_uint, _dev: CUdevice) {
+        resolve_function(driver()?, h(kernel)).map(|_| ())
+    }
+}
+
+/// A C string that lives as long as the process (names handed out by `cuFuncGetName`).
+fn leak_cstr(s: &str) -> *const c_char {
+    std::ffi::CString::new(s)
+        .map(|c| Box::leak(c.into_boxed_c_str()).as_ptr())
+        .unwrap_or(std::ptr::null())
+}

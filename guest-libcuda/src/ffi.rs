@@ -1,0 +1,167 @@
+//! The C boundary: every exported function runs its body through [`guard`], which traces the
+//! call, catches panics (→ `CUDA_ERROR_UNKNOWN`, never unwinding into C) and converts the
+//! body's `Result` into a `CUresult`. Pointer helpers check for null before touching memory.
+
+use std::collections::HashSet;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, OnceLock};
+
+use tracing::{trace, warn};
+use virtio_cuda::protocol::Status;
+
+use crate::driver::R;
+use crate::types::CUresult;
+
+/// Runs one driver-API call.
+pub fn guard(name: &'static str, body: impl FnOnce() -> R<()>) -> CUresult {
+    trace!(call = name);
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => Status::SUCCESS.0,
+        Ok(Err(s)) => {
+            trace!(call = name, status = %s, "failed");
+            s.0
+        }
+        Err(_) => {
+            warn!("vcuda: internal error (panic) in {name}");
+            Status::ERROR_UNKNOWN.0
+        }
+    }
+}
+
+/// Logs, once per name, that the application called something the shim does not implement.
+pub fn not_supported(name: &str) -> CUresult {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let first = seen
+        .lock()
+        .map(|mut s| s.insert(name.to_string()))
+        .unwrap_or(false);
+    if first {
+        crate::driver::init_logging();
+        warn!(
+            "vcuda: {name} is not supported by the vcuda shim; returning CUDA_ERROR_NOT_SUPPORTED"
+        );
+    }
+    Status::ERROR_NOT_SUPPORTED.0
+}
+
+/// Defines an exported driver-API function whose body returns `R<()>`.
+///
+/// The body runs inside one `unsafe` block: the application's pointers are trusted exactly as
+/// far as `cuda.h` says they may be (every pointer is null-checked by the helpers below before
+/// it is dereferenced).
+macro_rules! entry {
+    ($(
+        $(#[$m:meta])*
+        fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block
+    )*) => {$(
+        $(#[$m])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $crate::types::CUresult {
+            $crate::ffi::guard(stringify!($name), || -> $crate::driver::R<()> {
+                // SAFETY: the arguments follow the cuda.h contract of this function; pointer
+                // arguments are checked for null before use.
+                #[allow(unused_unsafe)]
+                unsafe { $body }
+            })
+        }
+    )*};
+}
+pub(crate) use entry;
+
+/// Writes `v` through an application out-pointer.
+///
+/// # Safety
+/// `p` must be null or valid for a write of `T`.
+pub unsafe fn put<T>(p: *mut T, v: T) -> R<()> {
+    if p.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null, and valid for writes per the caller's contract.
+    unsafe { p.write_unaligned(v) };
+    Ok(())
+}
+
+/// Reads a value from an application pointer.
+///
+/// # Safety
+/// `p` must be null or valid for a read of `T`.
+pub unsafe fn get<T: Copy>(p: *const T) -> R<T> {
+    if p.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null, and valid for reads per the caller's contract.
+    Ok(unsafe { p.read_unaligned() })
+}
+
+/// A NUL-terminated string argument.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string.
+pub unsafe fn cstr<'a>(p: *const c_char) -> R<&'a str> {
+    if p.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Status::ERROR_INVALID_VALUE)
+}
+
+/// A host buffer argument as a byte slice (empty for `len == 0`, whatever the pointer).
+///
+/// # Safety
+/// `p` must be null or valid for reads of `len` bytes.
+pub unsafe fn bytes<'a>(p: *const u8, len: usize) -> R<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null and valid for `len` bytes per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A host output buffer argument as a mutable byte slice.
+///
+/// # Safety
+/// `p` must be null or valid for writes of `len` bytes.
+pub unsafe fn bytes_mut<'a>(p: *mut u8, len: usize) -> R<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null and valid for `len` bytes per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
+}
+
+/// Copies `s` into a C buffer of `cap` bytes, NUL-terminated and truncated to fit.
+///
+/// # Safety
+/// `p` must be null or valid for writes of `cap` bytes.
+pub unsafe fn put_str(p: *mut c_char, cap: i32, s: &str) -> R<()> {
+    let cap = usize::try_from(cap).map_err(|_| Status::ERROR_INVALID_VALUE)?;
+    if cap == 0 {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: per the caller's contract.
+    let out = unsafe { bytes_mut(p.cast(), cap) }?;
+    let n = s.len().min(cap - 1);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out[n] = 0;
+    Ok(())
+}
+
+/// A handle from an opaque CUDA pointer.
+pub fn h(p: *mut std::ffi::c_void) -> u64 {
+    p as usize as u64
+}
+
+/// An opaque CUDA pointer from a handle.
+pub fn ptr(h: u64) -> *mut std::ffi::c_void {
+    h as usize as *mut std::ffi::c_void
+}
