@@ -12,6 +12,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod exit;
+pub mod image;
 pub mod vstate;
 
 pub use builder::{run, BuildError, RunReport};

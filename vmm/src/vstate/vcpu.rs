@@ -118,6 +118,15 @@ impl VcpuRunner {
                 self.exit.report(exit);
             }
         }
+        if self.exit.get() == Some(VmExit::Timeout) {
+            match self.fd.get_regs() {
+                Ok(r) => warn!(
+                    "vCPU {}: at rip {:#x} when the timeout expired",
+                    self.id, r.rip
+                ),
+                Err(e) => debug!("vCPU {}: cannot read registers: {e}", self.id),
+            }
+        }
     }
 
     fn run_once(&mut self) -> Option<VmExit> {

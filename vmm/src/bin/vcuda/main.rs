@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module so that its flags, help text and wiring are in one place.
 
 mod executor_cmd;
+mod image_cmd;
 mod run_cmd;
 mod size;
 
@@ -24,6 +25,8 @@ enum Command {
     Executor(executor_cmd::ExecutorArgs),
     /// Boot a microVM and run it until the guest exits.
     Run(run_cmd::RunArgs),
+    /// Build and inspect guest images.
+    Image(image_cmd::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Executor(args) => executor_cmd::run(args),
         Command::Run(args) => run_cmd::run(args),
+        Command::Image(args) => image_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Kernel: a bzImage, a vmlinux ELF, or an ELF with a PVH entry note.
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
+    /// Boot a built guest image (`vcuda image build`): its kernel, initramfs and command line.
+    /// The guest program and its arguments go after `--`.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["kernel", "initrd"])]
+    image: Option<String>,
     /// Initial ramdisk loaded for the kernel.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -60,6 +64,12 @@ impl RunArgs {
             Some(path) => VmConfig::from_file(path)?,
             None => VmConfig::default(),
         };
+        if let Some(name) = &self.image {
+            let img = vmm::image::find(name)?;
+            c.kernel = img.kernel;
+            c.initrd = Some(img.initrd);
+            c.cmdline = Some(img.cmdline);
+        }
         if let Some(k) = self.kernel {
             c.kernel = k;
         }

@@ -1,0 +1,25 @@
+#!/bin/busybox sh
+# /init of the vcuda guest image (busybox-static initramfs). Arguments after `--` on the kernel
+# command line (`vcuda run --image NAME -- PROGRAM ARGS`) are run as the guest program; its exit
+# status leaves the VM through the debug-exit port (0xf4), then the VM resets.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/load-order); do
+    insmod "/lib/modules/$m.ko" || echo "vcuda init: cannot load $m"
+done
+devices=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^virtio_mmio\.device=//p' | paste -sd, -)
+if [ -n "$devices" ] && [ -e /lib/modules/vcuda_mmio.ko ]; then
+    insmod /lib/modules/vcuda_mmio.ko "devices=$devices"
+fi
+devmem 0xc0000000 8 123
+if [ $# -gt 0 ]; then
+    "$@"
+    rc=$?
+else
+    echo "vcuda init: no guest program given (vcuda run --image NAME -- PROGRAM)"
+    rc=0
+fi
+printf "\\$(printf %o $((rc & 255)))" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+reboot -f
