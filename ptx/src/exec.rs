@@ -67,6 +67,7 @@ pub(crate) struct Env<'a> {
     pub(crate) printf: &'a (dyn Fn(&str) + Sync),
     pub(crate) budget: u64,
     pub(crate) used: AtomicU64,
+    pub(crate) executed: AtomicU64,
     pub(crate) abort: AtomicBool,
     pub(crate) first_error: std::sync::Mutex<Option<ExecError>>,
     pub(crate) start: Instant,
@@ -430,11 +431,23 @@ impl Warp {
         let threads = bx * by * bz;
         let first = warp * 32;
         let n = (threads - first).min(32);
-        for l in 0..32u32 {
-            let t = first + l.min(n - 1);
-            self.ids.tid[0][l as usize] = t % bx;
-            self.ids.tid[1][l as usize] = (t / bx) % by;
-            self.ids.tid[2][l as usize] = t / (bx * by);
+        // Thread coordinates of lane 0, then incremented lane by lane (no division per lane).
+        let (mut x, mut y, mut z) = (first % bx, (first / bx) % by, first / (bx * by));
+        for l in 0..32usize {
+            self.ids.tid[0][l] = x;
+            self.ids.tid[1][l] = y;
+            self.ids.tid[2][l] = z;
+            if (l as u32) + 1 < n {
+                x += 1;
+                if x == bx {
+                    x = 0;
+                    y += 1;
+                    if y == by {
+                        y = 0;
+                        z += 1;
+                    }
+                }
+            }
         }
         self.ids.ctaid = ctaid;
         self.ids.warp = warp;
@@ -501,7 +514,7 @@ impl Warp {
         env: &Env<'_>,
         shared: &mut [u8],
         out: &mut String,
-        allowance: &mut u64,
+        budget: &mut Budget,
     ) -> Result<(), ExecError> {
         loop {
             let Some(top) = self.simt.last().copied() else {
@@ -538,14 +551,14 @@ impl Warp {
                     cache: &mut self.cache,
                     out: &mut *out,
                 };
-                straight_line(&mut cx, code, top, allowance)?
+                straight_line(&mut cx, code, top, &mut budget.allowance)?
             };
             if let Some(t) = self.simt.last_mut() {
                 t.pc = pc;
             }
             match stop {
                 Stop::Budget => {
-                    take_budget(env, allowance)?;
+                    take_budget(env, budget)?;
                 }
                 Stop::Reconverge => {}
                 Stop::Ctl => {
@@ -616,8 +629,19 @@ fn annotate(e: ExecError, line: u32) -> ExecError {
     }
 }
 
+/// A host thread's share of the launch's instruction budget.
+#[derive(Default)]
+pub(crate) struct Budget {
+    /// Warp-instructions this thread may still run before asking for more.
+    allowance: u64,
+    /// Warp-instructions taken from the launch so far.
+    grabbed: u64,
+    /// Warp-instructions already reported as executed.
+    reported: u64,
+}
+
 /// Takes the next chunk of the launch's instruction budget.
-fn take_budget(env: &Env<'_>, allowance: &mut u64) -> Result<(), ExecError> {
+fn take_budget(env: &Env<'_>, b: &mut Budget) -> Result<(), ExecError> {
     if env.abort.load(Ordering::Relaxed) {
         return Err(ExecError::LaunchTimeout);
     }
@@ -625,7 +649,9 @@ fn take_budget(env: &Env<'_>, allowance: &mut u64) -> Result<(), ExecError> {
     if prev >= env.budget {
         return Err(ExecError::LaunchTimeout);
     }
-    *allowance = BUDGET_CHUNK.min(env.budget - prev);
+    let n = BUDGET_CHUNK.min(env.budget - prev);
+    b.allowance += n;
+    b.grabbed += n;
     Ok(())
 }
 
@@ -634,7 +660,7 @@ pub(crate) struct Worker {
     warps: Vec<Warp>,
     shared: Vec<u8>,
     out: String,
-    allowance: u64,
+    budget: Budget,
 }
 
 impl Worker {
@@ -643,7 +669,7 @@ impl Worker {
             warps: Vec::new(),
             shared: Vec::new(),
             out: String::new(),
-            allowance: 0,
+            budget: Budget::default(),
         }
     }
 
@@ -672,7 +698,7 @@ impl Worker {
             let mut live = false;
             for w in self.warps.iter_mut().take(nwarps) {
                 if w.state == WarpState::Run {
-                    w.run(env, &mut self.shared, &mut self.out, &mut self.allowance)?;
+                    w.run(env, &mut self.shared, &mut self.out, &mut self.budget)?;
                 }
                 live |= w.state != WarpState::Done;
             }
@@ -693,13 +719,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Returns unused budget.
+    /// Reports the warp-instructions executed since the last report.
     fn finish(&mut self, env: &Env<'_>) {
-        env.used.fetch_sub(
-            self.allowance.min(env.used.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        self.allowance = 0;
+        let b = &mut self.budget;
+        let done = b.grabbed - b.allowance;
+        env.executed.fetch_add(done - b.reported, Ordering::Relaxed);
+        b.reported = done;
     }
 }
 
@@ -735,5 +760,5 @@ pub(crate) fn run_grid(env: &Env<'_>, parallel: bool) -> Result<u64, ExecError> 
         let first = env.first_error.lock().ok().and_then(|mut g| g.take());
         return Err(first.unwrap_or(e));
     }
-    Ok(env.used.load(Ordering::Relaxed))
+    Ok(env.executed.load(Ordering::Relaxed))
 }

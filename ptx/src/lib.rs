@@ -523,6 +523,7 @@ pub fn launch(
         printf: opts.printf,
         budget: opts.instruction_budget,
         used: AtomicU64::new(0),
+        executed: AtomicU64::new(0),
         abort: AtomicBool::new(false),
         first_error: Mutex::new(None),
         start: Instant::now(),

@@ -3,6 +3,8 @@
 //! `isspacep`. Accesses must be naturally aligned (to the whole vector) or the launch fails with
 //! `MisalignedAddress`; addresses outside memory give `IllegalAddress`.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
 use crate::exec::{Ctx, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
@@ -129,8 +131,160 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<MemOp> {
     Ok(r)
 }
 
+/// Little-endian load of 4 or 8 bytes from a byte buffer.
+#[inline(always)]
+fn buf_load(buf: &[u8], o: u64, size: u32) -> Option<u64> {
+    let o = usize::try_from(o).ok()?;
+    if size == 4 {
+        let b: [u8; 4] = buf.get(o..o.checked_add(4)?)?.try_into().ok()?;
+        Some(u64::from(u32::from_le_bytes(b)))
+    } else {
+        let b: [u8; 8] = buf.get(o..o.checked_add(8)?)?.try_into().ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+/// Scalar 4/8-byte loads with one space for all lanes: the hot path.
+#[inline(always)]
+fn load_fast(
+    cx: &mut Ctx<'_, '_>,
+    space: MemSpace,
+    size: u32,
+    base: &[u64; 32],
+    off: i64,
+    m: u32,
+) -> Result<[u64; 32], ExecError> {
+    let mut out = [0u64; 32];
+    let mut bits = m;
+    match space {
+        MemSpace::Shared => {
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = base[l].wrapping_add(off as u64);
+                if a & u64::from(size - 1) != 0 {
+                    return Err(ExecError::MisalignedAddress { addr: a });
+                }
+                out[l] =
+                    buf_load(cx.shared, a, size).ok_or(ExecError::IllegalAddress { addr: a })?;
+            }
+        }
+        MemSpace::KParam if bits != 0 => {
+            let l = bits.trailing_zeros() as usize;
+            let a = base[l].wrapping_add(off as u64);
+            if a & u64::from(size - 1) != 0 {
+                return Err(ExecError::MisalignedAddress { addr: a });
+            }
+            let v =
+                buf_load(cx.env.params, a, size).ok_or(ExecError::IllegalAddress { addr: a })?;
+            if base.iter().all(|&b| b == base[l]) {
+                return Ok([v; 32]);
+            }
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                out[l] = cx.load(space, base[l].wrapping_add(off as u64), size, l)?;
+            }
+        }
+        _ => {
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = base[l].wrapping_add(off as u64);
+                if a & u64::from(size - 1) != 0 {
+                    return Err(ExecError::MisalignedAddress { addr: a });
+                }
+                if matches!(
+                    space,
+                    MemSpace::Global | MemSpace::Const | MemSpace::Generic
+                ) && a < WINDOW_BASE
+                {
+                    let (s, o) = cx.global(a, u64::from(size))?;
+                    let v = if size == 4 {
+                        s.a32(o).map(|x| u64::from(x.load(Relaxed)))
+                    } else {
+                        s.a64(o).map(|x| x.load(Relaxed))
+                    };
+                    out[l] = v.ok_or(ExecError::IllegalAddress { addr: a })?;
+                } else {
+                    out[l] = cx.load(space, a, size, l)?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Scalar 4/8-byte stores with one space for all lanes.
+#[inline(always)]
+fn store_fast(
+    cx: &mut Ctx<'_, '_>,
+    space: MemSpace,
+    size: u32,
+    base: &[u64; 32],
+    off: i64,
+    v: &[u64; 32],
+    m: u32,
+) -> Result<(), ExecError> {
+    let mut bits = m;
+    while bits != 0 {
+        let l = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let a = base[l].wrapping_add(off as u64);
+        if a & u64::from(size - 1) != 0 {
+            return Err(ExecError::MisalignedAddress { addr: a });
+        }
+        match space {
+            MemSpace::Shared => {
+                let o = usize::try_from(a).ok();
+                let dst = o.and_then(|o| cx.shared.get_mut(o..o.checked_add(size as usize)?));
+                let dst = dst.ok_or(ExecError::IllegalAddress { addr: a })?;
+                dst.copy_from_slice(&v[l].to_le_bytes()[..size as usize]);
+            }
+            MemSpace::Global | MemSpace::Generic if a < WINDOW_BASE => {
+                let (s, o) = cx.global(a, u64::from(size))?;
+                let ok = if size == 4 {
+                    s.a32(o).map(|x| x.store(v[l] as u32, Relaxed))
+                } else {
+                    s.a64(o).map(|x| x.store(v[l], Relaxed))
+                };
+                ok.ok_or(ExecError::IllegalAddress { addr: a })?;
+            }
+            _ => cx.store(space, a, size, l, v[l])?,
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn exec(op: &MemOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecError> {
     match *op {
+        MemOp::Ld {
+            space,
+            size,
+            n: 1,
+            ds: [d, ..],
+            addr,
+            off,
+            ..
+        } if size >= 4 && space != MemSpace::Local => {
+            let base = cx.src(addr);
+            let v = load_fast(cx, space, size, &base, off, m)?;
+            if let Some(d) = d {
+                cx.set(d, v, m);
+            }
+        }
+        MemOp::St {
+            space,
+            size,
+            n: 1,
+            srcs: [s, ..],
+            addr,
+            off,
+        } if size >= 4 && space != MemSpace::Local => {
+            let base = cx.src(addr);
+            let v = cx.src(s);
+            store_fast(cx, space, size, &base, off, &v, m)?;
+        }
         MemOp::Ld {
             space,
             size,
