@@ -58,6 +58,15 @@ fn main() {
         parallel: true,
     };
     println!("host threads: {}", rayon::current_num_threads());
+    let parse = best(5, || {
+        std::hint::black_box(Module::parse(PTX).expect("parse"));
+    });
+    println!(
+        "parse+lower: {} bytes in {:.2} ms ({:.1} MB/s)",
+        PTX.len(),
+        parse.as_secs_f64() * 1e3,
+        PTX.len() as f64 / parse.as_secs_f64() / 1e6
+    );
 
     // Vector add, 16M floats.
     let n = 16 << 20;

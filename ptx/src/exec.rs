@@ -269,7 +269,11 @@ impl Ctx<'_, '_> {
                 return Ok((&a.store, off));
             }
         }
-        let (idx, off) = self.env.mem.lookup(addr, size).ok_or(illegal(addr))?;
+        let (idx, off) = self
+            .env
+            .mem
+            .lookup(addr, size)
+            .ok_or_else(|| illegal(addr))?;
         *self.cache = idx;
         Ok((&allocs[idx].store, off))
     }
@@ -305,14 +309,14 @@ impl Ctx<'_, '_> {
         match sp {
             MemSpace::Global | MemSpace::Const | MemSpace::Generic => {
                 let (s, off) = self.global(a, u64::from(size))?;
-                s.load(off, size).ok_or(illegal(addr))
+                s.load(off, size).ok_or_else(|| illegal(addr))
             }
-            MemSpace::Shared => read_le(self.shared, a, size).ok_or(illegal(addr)),
+            MemSpace::Shared => read_le(self.shared, a, size).ok_or_else(|| illegal(addr)),
             MemSpace::Local => {
-                let buf = self.local.get(lane).ok_or(illegal(addr))?;
-                read_le(buf, a, size).ok_or(illegal(addr))
+                let buf = self.local.get(lane).ok_or_else(|| illegal(addr))?;
+                read_le(buf, a, size).ok_or_else(|| illegal(addr))
             }
-            MemSpace::KParam => read_le(self.env.params, a, size).ok_or(illegal(addr)),
+            MemSpace::KParam => read_le(self.env.params, a, size).ok_or_else(|| illegal(addr)),
         }
     }
 
@@ -330,12 +334,12 @@ impl Ctx<'_, '_> {
         match sp {
             MemSpace::Global | MemSpace::Generic => {
                 let (s, off) = self.global(a, u64::from(size))?;
-                s.store(off, size, v).ok_or(illegal(addr))
+                s.store(off, size, v).ok_or_else(|| illegal(addr))
             }
-            MemSpace::Shared => write_le(self.shared, a, size, v).ok_or(illegal(addr)),
+            MemSpace::Shared => write_le(self.shared, a, size, v).ok_or_else(|| illegal(addr)),
             MemSpace::Local => {
-                let buf = self.local.get_mut(lane).ok_or(illegal(addr))?;
-                write_le(buf, a, size, v).ok_or(illegal(addr))
+                let buf = self.local.get_mut(lane).ok_or_else(|| illegal(addr))?;
+                write_le(buf, a, size, v).ok_or_else(|| illegal(addr))
             }
             MemSpace::Const | MemSpace::KParam => Err(illegal(addr)),
         }

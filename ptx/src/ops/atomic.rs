@@ -166,10 +166,10 @@ fn global_rmw(
 ) -> Result<u64, ExecError> {
     let size = a.ty.size();
     let (store, off) = cx.global(addr, u64::from(size))?;
-    let illegal = ExecError::IllegalAddress { addr };
+    let illegal = || ExecError::IllegalAddress { addr };
     let (op, ty) = (a.op, a.ty);
     if size == 4 {
-        let cell = store.a32(off).ok_or(illegal)?;
+        let cell = store.a32(off).ok_or_else(illegal)?;
         let old = match op {
             AOp::Add if !ty.is_float() => cell.fetch_add(b as u32, Ordering::Relaxed),
             AOp::Exch => cell.swap(b as u32, Ordering::Relaxed),
@@ -189,7 +189,7 @@ fn global_rmw(
         };
         Ok(u64::from(old))
     } else {
-        let cell = store.a64(off).ok_or(illegal)?;
+        let cell = store.a64(off).ok_or_else(illegal)?;
         let old = match op {
             AOp::Add if !ty.is_float() => cell.fetch_add(b, Ordering::Relaxed),
             AOp::Exch => cell.swap(b, Ordering::Relaxed),
@@ -220,16 +220,16 @@ pub(crate) fn exec(a: &AtomOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
         if addr % u64::from(size) != 0 {
             return Err(ExecError::MisalignedAddress { addr });
         }
-        let illegal = ExecError::IllegalAddress { addr };
+        let illegal = || ExecError::IllegalAddress { addr };
         out[l] = match Ctx::resolve(a.space, addr) {
             (MemSpace::Global, g) => global_rmw(cx, a, g, bv[l], cv[l])?,
             (MemSpace::Shared, s) => {
-                let old = read_le(cx.shared, s, size).ok_or(illegal.clone())?;
+                let old = read_le(cx.shared, s, size).ok_or_else(illegal)?;
                 write_le(cx.shared, s, size, apply(a.op, a.ty, old, bv[l], cv[l]))
-                    .ok_or(illegal)?;
+                    .ok_or_else(illegal)?;
                 old
             }
-            _ => return Err(illegal),
+            _ => return Err(illegal()),
         };
     }
     if let Some(d) = a.d {

@@ -333,7 +333,7 @@ fn copy_lane_bytes(
     let buf = w
         .local
         .get_mut(lane)
-        .ok_or(ExecError::IllegalAddress { addr: src })?;
+        .ok_or_else(|| ExecError::IllegalAddress { addr: src })?;
     let (s, d, n) = (src as usize, dst as usize, size as usize);
     if s.checked_add(n).is_none_or(|e| e > buf.len())
         || d.checked_add(n).is_none_or(|e| e > buf.len())
@@ -354,8 +354,9 @@ fn write_lane_bytes(
     let buf = w
         .local
         .get_mut(lane)
-        .ok_or(ExecError::IllegalAddress { addr: dst })?;
-    crate::exec::write_le(buf, dst, size.min(8), v).ok_or(ExecError::IllegalAddress { addr: dst })
+        .ok_or_else(|| ExecError::IllegalAddress { addr: dst })?;
+    crate::exec::write_le(buf, dst, size.min(8), v)
+        .ok_or_else(|| ExecError::IllegalAddress { addr: dst })
 }
 
 fn call(

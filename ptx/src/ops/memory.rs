@@ -165,8 +165,8 @@ fn load_fast(
                 if a & u64::from(size - 1) != 0 {
                     return Err(ExecError::MisalignedAddress { addr: a });
                 }
-                out[l] =
-                    buf_load(cx.shared, a, size).ok_or(ExecError::IllegalAddress { addr: a })?;
+                out[l] = buf_load(cx.shared, a, size)
+                    .ok_or_else(|| ExecError::IllegalAddress { addr: a })?;
             }
         }
         MemSpace::KParam if bits != 0 => {
@@ -175,8 +175,8 @@ fn load_fast(
             if a & u64::from(size - 1) != 0 {
                 return Err(ExecError::MisalignedAddress { addr: a });
             }
-            let v =
-                buf_load(cx.env.params, a, size).ok_or(ExecError::IllegalAddress { addr: a })?;
+            let v = buf_load(cx.env.params, a, size)
+                .ok_or_else(|| ExecError::IllegalAddress { addr: a })?;
             if base.iter().all(|&b| b == base[l]) {
                 return Ok([v; 32]);
             }
@@ -184,6 +184,32 @@ fn load_fast(
                 let l = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 out[l] = cx.load(space, base[l].wrapping_add(off as u64), size, l)?;
+            }
+        }
+        MemSpace::Global | MemSpace::Const | MemSpace::Generic if bits != 0 => {
+            if let Some((store, sbase)) = warp_range(cx, size, base, off, m) {
+                while bits != 0 {
+                    let l = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let a = base[l].wrapping_add(off as u64);
+                    let o = a.wrapping_sub(sbase);
+                    let v = if size == 4 {
+                        store.a32(o).map(|x| u64::from(x.load(Relaxed)))
+                    } else {
+                        store.a64(o).map(|x| x.load(Relaxed))
+                    };
+                    out[l] = v.ok_or_else(|| ExecError::IllegalAddress { addr: a })?;
+                }
+                return Ok(out);
+            }
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = base[l].wrapping_add(off as u64);
+                if a & u64::from(size - 1) != 0 {
+                    return Err(ExecError::MisalignedAddress { addr: a });
+                }
+                out[l] = cx.load(space, a, size, l)?;
             }
         }
         _ => {
@@ -194,25 +220,38 @@ fn load_fast(
                 if a & u64::from(size - 1) != 0 {
                     return Err(ExecError::MisalignedAddress { addr: a });
                 }
-                if matches!(
-                    space,
-                    MemSpace::Global | MemSpace::Const | MemSpace::Generic
-                ) && a < WINDOW_BASE
-                {
-                    let (s, o) = cx.global(a, u64::from(size))?;
-                    let v = if size == 4 {
-                        s.a32(o).map(|x| u64::from(x.load(Relaxed)))
-                    } else {
-                        s.a64(o).map(|x| x.load(Relaxed))
-                    };
-                    out[l] = v.ok_or(ExecError::IllegalAddress { addr: a })?;
-                } else {
-                    out[l] = cx.load(space, a, size, l)?;
-                }
+                out[l] = cx.load(space, a, size, l)?;
             }
         }
     }
     Ok(out)
+}
+
+/// When every active lane's access is aligned and lies in one global allocation: that allocation's
+/// store and base address, so the lane loop needs no lookup.
+#[inline(always)]
+fn warp_range<'c>(
+    cx: &'c mut Ctx<'_, '_>,
+    size: u32,
+    base: &[u64; 32],
+    off: i64,
+    m: u32,
+) -> Option<(&'c crate::memory::Store, u64)> {
+    let (mut lo, mut hi, mut or) = (u64::MAX, 0u64, 0u64);
+    let mut bits = m;
+    while bits != 0 {
+        let l = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let a = base[l].wrapping_add(off as u64);
+        lo = lo.min(a);
+        hi = hi.max(a);
+        or |= a;
+    }
+    if or & u64::from(size - 1) != 0 || hi >= WINDOW_BASE || lo > hi {
+        return None;
+    }
+    let (store, o) = cx.global(lo, hi - lo + u64::from(size)).ok()?;
+    Some((store, lo - o))
 }
 
 /// Scalar 4/8-byte stores with one space for all lanes.
@@ -227,6 +266,23 @@ fn store_fast(
     m: u32,
 ) -> Result<(), ExecError> {
     let mut bits = m;
+    if matches!(space, MemSpace::Global | MemSpace::Generic) {
+        if let Some((store, sbase)) = warp_range(cx, size, base, off, m) {
+            while bits != 0 {
+                let l = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = base[l].wrapping_add(off as u64);
+                let o = a.wrapping_sub(sbase);
+                let ok = if size == 4 {
+                    store.a32(o).map(|x| x.store(v[l] as u32, Relaxed))
+                } else {
+                    store.a64(o).map(|x| x.store(v[l], Relaxed))
+                };
+                ok.ok_or_else(|| ExecError::IllegalAddress { addr: a })?;
+            }
+            return Ok(());
+        }
+    }
     while bits != 0 {
         let l = bits.trailing_zeros() as usize;
         bits &= bits - 1;
@@ -238,7 +294,7 @@ fn store_fast(
             MemSpace::Shared => {
                 let o = usize::try_from(a).ok();
                 let dst = o.and_then(|o| cx.shared.get_mut(o..o.checked_add(size as usize)?));
-                let dst = dst.ok_or(ExecError::IllegalAddress { addr: a })?;
+                let dst = dst.ok_or_else(|| ExecError::IllegalAddress { addr: a })?;
                 dst.copy_from_slice(&v[l].to_le_bytes()[..size as usize]);
             }
             MemSpace::Global | MemSpace::Generic if a < WINDOW_BASE => {
@@ -248,7 +304,7 @@ fn store_fast(
                 } else {
                     s.a64(o).map(|x| x.store(v[l], Relaxed))
                 };
-                ok.ok_or(ExecError::IllegalAddress { addr: a })?;
+                ok.ok_or_else(|| ExecError::IllegalAddress { addr: a })?;
             }
             _ => cx.store(space, a, size, l, v[l])?,
         }
