@@ -24,6 +24,9 @@
 // Lane loops index several per-lane arrays in lockstep (`o[l] = f(a[l], b[l])`); that shape is
 // what the compiler vectorises, so the iterator rewrite clippy suggests is not wanted here.
 #![allow(clippy::needless_range_loop)]
+// `ExecError` has variants owning strings, so building one eagerly (`ok_or(ExecError::…)`) costs a
+// drop on every successful memory access; the hot paths use `ok_or_else` on purpose.
+#![allow(clippy::unnecessary_lazy_evaluations)]
 
 mod ast;
 mod cfg;
