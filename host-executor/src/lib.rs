@@ -8,10 +8,13 @@
 //! * [`image`]: module image formats (fatbin, cubin, PTX).
 
 pub mod backend;
+pub mod client;
+pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod executor;
 pub mod image;
+pub mod select;
 pub mod server;
 pub mod session;
 

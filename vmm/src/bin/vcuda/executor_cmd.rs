@@ -1,20 +1,75 @@
 //! `vcuda executor`: the out-of-process executor daemon.
 
+use host_executor::cpu::CpuConfig;
+use host_executor::select::{open_backend, BackendChoice};
+use host_executor::{Executor, ExecutorConfig, Server};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::size::parse_size;
 
 /// Arguments of `vcuda executor`.
 #[derive(Debug, clap::Args)]
 pub struct ExecutorArgs {
-    /// Unix socket path to listen on.
-    #[arg(long)]
+    /// Unix socket path to listen on (clients use it via `VCUDA_EXECUTOR` or `--executor`).
+    #[arg(long, value_name = "PATH")]
     pub listen: PathBuf,
+    /// Backend that runs the calls.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
+    /// Device-memory quota of each session (e.g. 512M, 4G).
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    pub quota: u64,
+    /// cpu backend: warp-instructions one launch may run before it fails with
+    /// CUDA_ERROR_LAUNCH_TIMEOUT.
+    #[arg(long, default_value_t = CpuConfig::default().instruction_budget)]
+    pub instruction_budget: u64,
+}
+
+/// Which backend executes the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The PTX interpreter: runs everywhere, no GPU needed.
+    Cpu,
+    /// A real NVIDIA GPU through the CUDA driver (libcuda.so).
+    Cuda,
+    /// cuda when a GPU driver is usable, otherwise cpu.
+    Auto,
+}
+
+impl From<BackendKind> for BackendChoice {
+    fn from(k: BackendKind) -> Self {
+        match k {
+            BackendKind::Cpu => BackendChoice::Cpu,
+            BackendKind::Cuda => BackendChoice::Cuda,
+            BackendKind::Auto => BackendChoice::Auto,
+        }
+    }
 }
 
 pub fn run(args: ExecutorArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    Err(format!(
-        "executor not built yet (would listen on {})",
+    let selected = open_backend(
+        args.backend.into(),
+        CpuConfig {
+            instruction_budget: args.instruction_budget,
+            ..CpuConfig::default()
+        },
+    )?;
+    if let Some(note) = &selected.note {
+        eprintln!("vcuda executor: {note}");
+    }
+    let name = selected.backend.name();
+    let executor = Executor::new(
+        selected.backend,
+        ExecutorConfig {
+            session_quota: args.quota,
+        },
+    );
+    let server = Server::bind(&args.listen, executor)?;
+    eprintln!(
+        "vcuda executor: serving {} (backend {name})",
         args.listen.display()
-    )
-    .into())
+    );
+    server.run()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,8 @@
 //!
 //! Each subcommand lives in its own module so that its flags, help text and wiring are in one place.
 
+mod demo_cmd;
+mod exec_cmd;
 mod executor_cmd;
 mod image_cmd;
 mod run_cmd;
@@ -21,6 +23,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run CUDA kernels (nvcc-compiled, embedded) on the cpu backend and check the results.
+    Demo(demo_cmd::DemoArgs),
+    /// Run an unmodified CUDA program on a vcuda executor (no VM): `vcuda exec -- ./prog args`.
+    Exec(exec_cmd::ExecArgs),
     /// Serve CUDA driver-API sessions over a unix socket (the out-of-process executor).
     Executor(executor_cmd::ExecutorArgs),
     /// Boot a microVM and run it until the guest exits.
@@ -33,6 +39,8 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo_cmd::run(args),
+        Command::Exec(args) => exec_cmd::run(args),
         Command::Executor(args) => executor_cmd::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Image(args) => image_cmd::run(args),

@@ -1,0 +1,471 @@
+//! One session's objects in the cpu backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::debug;
+use vcuda_ptx::memory::Arena;
+use vcuda_ptx::{ExecError, LaunchConfig, LaunchOptions, LoadedModule, Module};
+use virtio_cuda::protocol::{FuncInfo, List, ParamInfo, Status};
+
+use super::device::{MAX_THREADS_PER_BLOCK, SHARED_PER_BLOCK, SHARED_PER_BLOCK_OPTIN};
+use super::CpuConfig;
+use crate::backend::{
+    BResult, BackendSession, LaunchParams, LoadError, ObjId, OutputSink, VaRange, DEFAULT_STREAM,
+};
+use crate::image;
+
+/// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
+const ATTR_MAX_DYNAMIC_SHARED: u32 = 8;
+/// `CU_EVENT_DISABLE_TIMING`.
+const EVENT_DISABLE_TIMING: u32 = 0x2;
+
+struct Func {
+    module: ObjId,
+    kernel: String,
+    static_shared: u32,
+    max_dynamic_shared: u32,
+}
+
+struct Event {
+    recorded: Option<Instant>,
+    timing: bool,
+}
+
+pub(super) struct CpuSession {
+    arena: Arena,
+    va: VaRange,
+    config: CpuConfig,
+    allocated: Arc<AtomicU64>,
+    /// Sizes of live allocations (for accounting and `cuMemFree` validation).
+    allocations: HashMap<u64, u64>,
+    next_id: ObjId,
+    contexts: HashMap<ObjId, u32>,
+    modules: HashMap<ObjId, LoadedModule>,
+    funcs: HashMap<ObjId, Func>,
+    streams: HashMap<ObjId, ObjId>,
+    events: HashMap<ObjId, Event>,
+}
+
+impl CpuSession {
+    pub(super) fn new(base: u64, span: u64, config: CpuConfig, allocated: Arc<AtomicU64>) -> Self {
+        Self {
+            arena: Arena::new(base, span),
+            va: VaRange { base, size: span },
+            config,
+            allocated,
+            allocations: HashMap::new(),
+            next_id: 1,
+            contexts: HashMap::new(),
+            modules: HashMap::new(),
+            funcs: HashMap::new(),
+            streams: HashMap::new(),
+            events: HashMap::new(),
+        }
+    }
+
+    fn new_id(&mut self) -> ObjId {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn check_ctx(&self, ctx: ObjId) -> BResult<()> {
+        if self.contexts.contains_key(&ctx) {
+            Ok(())
+        } else {
+            Err(Status::ERROR_INVALID_CONTEXT)
+        }
+    }
+
+    fn check_stream(&self, stream: ObjId) -> BResult<()> {
+        if stream == DEFAULT_STREAM || self.streams.contains_key(&stream) {
+            Ok(())
+        } else {
+            Err(Status::ERROR_INVALID_HANDLE)
+        }
+    }
+}
+
+impl Drop for CpuSession {
+    fn drop(&mut self) {
+        let live: u64 = self.allocations.values().sum();
+        self.allocated.fetch_sub(live, Ordering::SeqCst);
+    }
+}
+
+/// Memory errors of host-initiated copies are invalid arguments (CUDA reports
+/// `CUDA_ERROR_INVALID_VALUE` for a bad pointer passed to `cuMemcpy*`).
+fn mem_status<E: std::fmt::Display>(e: E) -> Status {
+    debug!("memory operation rejected: {e}");
+    Status::ERROR_INVALID_VALUE
+}
+
+fn exec_status(e: &ExecError) -> Status {
+    match e {
+        ExecError::IllegalAddress { .. } => Status::ERROR_ILLEGAL_ADDRESS,
+        ExecError::MisalignedAddress { .. } => Status::ERROR_MISALIGNED_ADDRESS,
+        ExecError::LaunchTimeout => Status::ERROR_LAUNCH_TIMEOUT,
+        ExecError::InvalidConfig(_) => Status::ERROR_INVALID_VALUE,
+        ExecError::Trap => Status::ERROR_LAUNCH_FAILED,
+        ExecError::Unsupported { .. } => Status::ERROR_NOT_SUPPORTED,
+        ExecError::NotFound(_) => Status::ERROR_NOT_FOUND,
+        #[allow(unreachable_patterns)]
+        _ => Status::ERROR_LAUNCH_FAILED,
+    }
+}
+
+impl BackendSession for CpuSession {
+    fn va_range(&self) -> VaRange {
+        self.va
+    }
+
+    fn create_context(&mut self, device: u32, _flags: u32) -> BResult<ObjId> {
+        let id = self.new_id();
+        self.contexts.insert(id, device);
+        Ok(id)
+    }
+
+    fn destroy_context(&mut self, ctx: ObjId) -> BResult<()> {
+        self.contexts
+            .remove(&ctx)
+            .map(|_| ())
+            .ok_or(Status::ERROR_INVALID_CONTEXT)
+    }
+
+    fn synchronize(&mut self, ctx: ObjId) -> BResult<()> {
+        self.check_ctx(ctx)
+    }
+
+    fn mem_alloc(&mut self, ctx: ObjId, size: u64) -> BResult<u64> {
+        self.check_ctx(ctx)?;
+        let addr = self
+            .arena
+            .alloc(size, 256)
+            .map_err(|_| Status::ERROR_OUT_OF_MEMORY)?;
+        self.allocations.insert(addr, size);
+        self.allocated.fetch_add(size, Ordering::SeqCst);
+        Ok(addr)
+    }
+
+    fn mem_free(&mut self, ctx: ObjId, dptr: u64) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        let size = self
+            .allocations
+            .remove(&dptr)
+            .ok_or(Status::ERROR_INVALID_VALUE)?;
+        self.arena.free(dptr).map_err(mem_status)?;
+        self.allocated.fetch_sub(size, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn mem_used(&self) -> u64 {
+        self.allocations.values().sum()
+    }
+
+    fn address_range(&self, dptr: u64) -> BResult<(u64, u64)> {
+        self.arena
+            .allocation_containing(dptr)
+            .ok_or(Status::ERROR_NOT_FOUND)
+    }
+
+    fn write(&mut self, ctx: ObjId, stream: ObjId, dst: u64, data: &[u8]) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        self.arena.write(dst, data).map_err(mem_status)
+    }
+
+    fn read(&mut self, ctx: ObjId, stream: ObjId, src: u64, out: &mut [u8]) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        self.arena.read(src, out).map_err(mem_status)
+    }
+
+    fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        self.arena.copy(dst, src, len).map_err(mem_status)
+    }
+
+    fn memset(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        dst: u64,
+        pitch: u64,
+        elem_size: u8,
+        value: u32,
+        width: u64,
+        height: u64,
+    ) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        let pattern = value.to_le_bytes();
+        let pattern = &pattern[..usize::from(elem_size).min(4)];
+        for row in 0..height {
+            let addr = dst.wrapping_add(row.wrapping_mul(pitch));
+            self.arena.fill(addr, pattern, width).map_err(mem_status)?;
+        }
+        Ok(())
+    }
+
+    fn load_module(&mut self, ctx: ObjId, bytes: &[u8]) -> Result<(ObjId, String), LoadError> {
+        self.check_ctx(ctx).map_err(|status| LoadError {
+            status,
+            log: "invalid context".into(),
+        })?;
+        let img = image::parse(bytes).map_err(|e| LoadError {
+            status: Status::ERROR_INVALID_IMAGE,
+            log: e.to_string(),
+        })?;
+        let ptx = img.best_ptx().ok_or_else(|| LoadError {
+            status: Status::ERROR_NO_BINARY_FOR_GPU,
+            log: "the image has no PTX; the cpu backend cannot run SASS (compile with PTX, e.g. -gencode arch=compute_80,code=compute_80)".into(),
+        })?;
+        let module = Module::parse(ptx).map_err(|e| LoadError {
+            status: Status::ERROR_INVALID_PTX,
+            log: e.to_string(),
+        })?;
+        let loaded = LoadedModule::load(Arc::new(module), &self.arena).map_err(|e| LoadError {
+            status: Status::ERROR_OUT_OF_MEMORY,
+            log: e.to_string(),
+        })?;
+        let id = self.new_id();
+        self.modules.insert(id, loaded);
+        Ok((id, String::new()))
+    }
+
+    fn unload_module(&mut self, module: ObjId) -> BResult<()> {
+        let m = self
+            .modules
+            .remove(&module)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        self.funcs.retain(|_, f| f.module != module);
+        m.unload(&self.arena);
+        Ok(())
+    }
+
+    fn get_function(&mut self, module: ObjId, name: &str) -> BResult<(ObjId, FuncInfo)> {
+        let m = self
+            .modules
+            .get(&module)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        let k = m
+            .module()
+            .kernels()
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or(Status::ERROR_NOT_FOUND)?;
+        let info = FuncInfo {
+            params: List(
+                k.params
+                    .iter()
+                    .map(|p| ParamInfo {
+                        offset: p.offset,
+                        size: p.size,
+                    })
+                    .collect(),
+            ),
+            static_shared_bytes: k.static_shared_bytes,
+            local_bytes: 0,
+            const_bytes: 0,
+            num_regs: k.num_regs,
+            max_threads_per_block: k
+                .max_threads_per_block
+                .unwrap_or(MAX_THREADS_PER_BLOCK as u32),
+            ptx_version: 80,
+            binary_version: 80,
+        };
+        let func = Func {
+            module,
+            kernel: k.name.clone(),
+            static_shared: k.static_shared_bytes,
+            max_dynamic_shared: (SHARED_PER_BLOCK as u32).saturating_sub(k.static_shared_bytes),
+        };
+        let id = self.new_id();
+        self.funcs.insert(id, func);
+        Ok((id, info))
+    }
+
+    fn get_global(&mut self, module: ObjId, name: &str) -> BResult<(u64, u64)> {
+        self.modules
+            .get(&module)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?
+            .global(name)
+            .ok_or(Status::ERROR_NOT_FOUND)
+    }
+
+    fn set_function_attribute(&mut self, func: ObjId, attr: u32, value: i32) -> BResult<()> {
+        let f = self
+            .funcs
+            .get_mut(&func)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        if attr == ATTR_MAX_DYNAMIC_SHARED {
+            let v = u32::try_from(value).map_err(|_| Status::ERROR_INVALID_VALUE)?;
+            if v.saturating_add(f.static_shared) > SHARED_PER_BLOCK_OPTIN as u32 {
+                return Err(Status::ERROR_INVALID_VALUE);
+            }
+            f.max_dynamic_shared = v;
+        }
+        Ok(())
+    }
+
+    fn occupancy(&mut self, func: ObjId, block_size: u32, dynamic_shared: u64) -> BResult<u32> {
+        let f = self.funcs.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        if block_size == 0 || block_size > MAX_THREADS_PER_BLOCK as u32 {
+            return Ok(0);
+        }
+        let by_threads = 2048 / block_size;
+        let smem = u64::from(f.static_shared) + dynamic_shared;
+        let by_smem = (164 * 1024u64).checked_div(smem).unwrap_or(32).min(32) as u32;
+        Ok(by_threads.min(by_smem).min(32))
+    }
+
+    fn launch(
+        &mut self,
+        ctx: ObjId,
+        func: ObjId,
+        stream: ObjId,
+        launch: &LaunchParams<'_>,
+        output: &mut dyn OutputSink,
+    ) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        let f = self.funcs.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        if launch.shared_bytes > f.max_dynamic_shared {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        let module = self
+            .modules
+            .get(&f.module)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        let cfg = LaunchConfig {
+            grid: launch.grid,
+            block: launch.block,
+            dynamic_shared_bytes: launch.shared_bytes,
+        };
+        let printed = Mutex::new(Vec::<u8>::new());
+        let printf = |line: &str| {
+            if let Ok(mut v) = printed.lock() {
+                v.extend_from_slice(line.as_bytes());
+            }
+        };
+        let opts = LaunchOptions {
+            instruction_budget: self.config.instruction_budget,
+            printf: &printf,
+            parallel: self.config.parallel,
+        };
+        let result = vcuda_ptx::launch(module, &f.kernel, &cfg, launch.params, &self.arena, &opts);
+        let printed = printed.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !printed.is_empty() {
+            output.write_output(&printed);
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                debug!(kernel = %f.kernel, "launch failed: {e}");
+                Err(exec_status(&e))
+            }
+        }
+    }
+
+    fn create_stream(&mut self, ctx: ObjId, _flags: u32, _priority: i32) -> BResult<ObjId> {
+        self.check_ctx(ctx)?;
+        let id = self.new_id();
+        self.streams.insert(id, ctx);
+        Ok(id)
+    }
+
+    fn destroy_stream(&mut self, stream: ObjId) -> BResult<()> {
+        self.streams
+            .remove(&stream)
+            .map(|_| ())
+            .ok_or(Status::ERROR_INVALID_HANDLE)
+    }
+
+    fn stream_synchronize(&mut self, ctx: ObjId, stream: ObjId) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)
+    }
+
+    fn stream_query(&mut self, ctx: ObjId, stream: ObjId) -> BResult<bool> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        Ok(true)
+    }
+
+    fn stream_wait_event(&mut self, ctx: ObjId, stream: ObjId, event: ObjId) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        // Work runs eagerly in submission order, so the event's work is already complete.
+        self.events
+            .get(&event)
+            .map(|_| ())
+            .ok_or(Status::ERROR_INVALID_HANDLE)
+    }
+
+    fn create_event(&mut self, ctx: ObjId, flags: u32) -> BResult<ObjId> {
+        self.check_ctx(ctx)?;
+        let id = self.new_id();
+        self.events.insert(
+            id,
+            Event {
+                recorded: None,
+                timing: flags & EVENT_DISABLE_TIMING == 0,
+            },
+        );
+        Ok(id)
+    }
+
+    fn destroy_event(&mut self, event: ObjId) -> BResult<()> {
+        self.events
+            .remove(&event)
+            .map(|_| ())
+            .ok_or(Status::ERROR_INVALID_HANDLE)
+    }
+
+    fn record_event(&mut self, ctx: ObjId, event: ObjId, stream: ObjId) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        let e = self
+            .events
+            .get_mut(&event)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        e.recorded = Some(Instant::now());
+        Ok(())
+    }
+
+    fn event_query(&mut self, event: ObjId) -> BResult<bool> {
+        self.events
+            .get(&event)
+            .map(|_| true)
+            .ok_or(Status::ERROR_INVALID_HANDLE)
+    }
+
+    fn event_synchronize(&mut self, event: ObjId) -> BResult<()> {
+        self.event_query(event).map(|_| ())
+    }
+
+    fn event_elapsed_ms(&mut self, start: ObjId, end: ObjId) -> BResult<f32> {
+        let a = self
+            .events
+            .get(&start)
+            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        let b = self.events.get(&end).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        if !a.timing || !b.timing {
+            return Err(Status::ERROR_INVALID_HANDLE);
+        }
+        match (a.recorded, b.recorded) {
+            (Some(t0), Some(t1)) => {
+                let ms = if t1 >= t0 {
+                    (t1 - t0).as_secs_f64() * 1e3
+                } else {
+                    -((t0 - t1).as_secs_f64() * 1e3)
+                };
+                Ok(ms as f32)
+            }
+            _ => Err(Status::ERROR_NOT_READY),
+        }
+    }
+}
