@@ -87,14 +87,14 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token<'_>>, PtxError> {
                             break;
                         }
                         Some(b'\\') => {
-                            let e = b.get(i + 1).copied().unwrap_or(b'\\');
+                            let e = src.get(i + 1..).and_then(|r| r.chars().next()).unwrap_or('\\');
                             s.push(match e {
-                                b'n' => '\n',
-                                b't' => '\t',
-                                b'0' => '\0',
-                                other => other as char,
+                                'n' => '\n',
+                                't' => '\t',
+                                '0' => '\0',
+                                other => other,
                             });
-                            i += 2;
+                            i += 1 + e.len_utf8();
                         }
                         Some(_) => {
                             // Copy one UTF-8 character.

@@ -289,11 +289,11 @@ fn shared_layout(funcs: &[Func], syms: &[Sym], kernel: u32) -> KernelLayout {
             dyn_syms.push(id);
             continue;
         }
-        off = off.div_ceil(s.align) * s.align;
+        off = off.div_ceil(s.align).saturating_mul(s.align);
         shared.push((id, off));
         off = off.saturating_add(s.size);
     }
-    let dyn_offset = off.div_ceil(dyn_align) * dyn_align;
+    let dyn_offset = off.div_ceil(dyn_align).saturating_mul(dyn_align);
     shared.extend(dyn_syms.into_iter().map(|id| (id, dyn_offset)));
     KernelLayout {
         func: kernel,
@@ -512,8 +512,10 @@ pub fn launch(
             *s = off;
         }
     }
-    let shared_bytes =
-        (layout.dyn_offset + u64::from(cfg.dynamic_shared_bytes)).max(layout.static_bytes) as usize;
+    let shared_bytes = layout
+        .dyn_offset
+        .saturating_add(u64::from(cfg.dynamic_shared_bytes))
+        .max(layout.static_bytes) as usize;
     let env = exec::Env {
         funcs: &module.funcs,
         mem: arena.snapshot(),

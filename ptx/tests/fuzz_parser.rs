@@ -113,3 +113,33 @@ fn hostile_sizes_are_errors() {
     );
     assert!(Module::parse(&deep).is_err());
 }
+
+#[test]
+fn overflowing_layouts_are_errors_not_panics() {
+    let src = ".version 8.0\n.target sm_80\n.shared .align 16 .b8 a[18446744073709551600];\n.shared .align 16 .b8 b[64];\n\
+               .extern .shared .align 16 .b8 d[];\n\
+               .entry k() { .reg .b64 %rd<4>; mov.u64 %rd1, a; mov.u64 %rd2, b; mov.u64 %rd3, d; ret; }";
+    let m = Module::parse(src).unwrap();
+    let arena = Arena::new(0x1000_0000, 1 << 20);
+    let lm = LoadedModule::load(Arc::new(m), &arena).unwrap();
+    let cfg = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [1, 1, 1],
+        dynamic_shared_bytes: u32::MAX,
+    };
+    let opts = LaunchOptions {
+        instruction_budget: 100,
+        printf: &|_| {},
+        parallel: false,
+    };
+    assert!(launch(&lm, "k", &cfg, &[], &arena, &opts).is_err());
+    let shfl = ".version 8.0\n.target sm_80\n.entry k() { .reg .b32 %r<3>; mov.u32 %r1, 5;\n\
+                shfl.sync.up.b32 %r2, %r1, -2147483648, 0, -1; shfl.sync.down.b32 %r2, %r1, -1, 31, -1; ret; }";
+    let lm = LoadedModule::load(Arc::new(Module::parse(shfl).unwrap()), &arena).unwrap();
+    let cfg = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [32, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    launch(&lm, "k", &cfg, &[], &arena, &opts).unwrap();
+}

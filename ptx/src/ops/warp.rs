@@ -183,8 +183,8 @@ pub(crate) fn shfl_source(mode: ShflMode, lane: u32, b: u32, c: u32) -> (u32, bo
     let max_lane = min_lane | (clamp & !seg);
     let (j, ok) = match mode {
         ShflMode::Up => {
-            let j = lane as i32 - b as i32;
-            (j, j >= max_lane as i32)
+            let j = i64::from(lane) - i64::from(b);
+            (j.max(-1) as i32, j >= i64::from(max_lane))
         }
         ShflMode::Down => {
             let j = lane as i64 + i64::from(b);
