@@ -1,7 +1,8 @@
 //! Full Linux boot. Needs a KVM that can run Linux: skipped (with the reason) on a PVM-based KVM
 //! (`/sys/module/kvm_pvm`) or when a calibration guest shows instruction emulation speed, and
-//! when no kernel is available (set VCUDA_TEST_KERNEL to a bzImage or vmlinux; optionally
-//! VCUDA_TEST_INITRD).
+//! when no kernel is available. The kernel: VCUDA_TEST_KERNEL (a bzImage or vmlinux; optionally
+//! VCUDA_TEST_INITRD; no rootfs, so it panics and resets), else the guest image built by
+//! `vcuda image build` (its /init runs `uname -a` and exits with its status).
 
 mod common;
 
@@ -35,6 +36,41 @@ fn linux_blocker() -> Option<String> {
 
 fn kernel() -> Option<PathBuf> {
     std::env::var_os("VCUDA_TEST_KERNEL").map(PathBuf::from)
+}
+
+#[test]
+fn guest_image_runs_a_program_and_returns_its_status() {
+    if let Some(reason) = linux_blocker() {
+        eprintln!("skipping Linux boot: {reason}");
+        return;
+    }
+    if vmm::image::find("default").is_err() {
+        eprintln!("skipping: no guest image (run `vcuda image build`)");
+        return;
+    }
+    let o = vcuda_run(&[
+        "--image",
+        "default",
+        "--mem",
+        "512M",
+        "--vcpus",
+        "2",
+        "--device",
+        "echo",
+        "--timeout",
+        "60",
+        "--boot-timer",
+        "--",
+        "/bin/uname",
+        "-a",
+    ]);
+    assert!(stdout(&o).contains("Linux"), "{}", stdout(&o));
+    assert!(
+        common::stderr(&o).contains("boot-timer write"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_exit(&o, 0);
 }
 
 #[test]

@@ -67,7 +67,14 @@ pub fn download(package: &str, dir: &Path) -> Result<PathBuf, ImageError> {
     find()?.ok_or_else(|| ImageError::NoPackage(package.to_owned()))
 }
 
-/// Unpacks `deb` into `root`.
+/// Unpacks `deb` into `root`, once (a marker under `root/.unpacked/` remembers it).
 pub fn extract(deb: &Path, root: &Path) -> Result<(), ImageError> {
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root)).map(drop)
+    let markers = root.join(".unpacked");
+    let marker = markers.join(deb.file_name().unwrap_or_default());
+    if marker.exists() {
+        return Ok(());
+    }
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root))?;
+    std::fs::create_dir_all(&markers).map_err(|e| ImageError::io(&markers, e))?;
+    std::fs::write(&marker, b"").map_err(|e| ImageError::io(&marker, e))
 }

@@ -5,7 +5,7 @@
 //! against the kernel's own headers package. Everything is cached under
 //! `$VCUDA_CACHE` (default `~/.cache/vcuda`); a rebuild reuses downloaded packages.
 //!
-//! Layout: `images/NAME/{vmlinuz,initrd.cpio,cmdline,manifest.json}`, `debs/`, `root/` (unpacked
+//! Layout: `images/NAME/{vmlinux,vmlinuz,initrd.cpio,cmdline,manifest.json}`, `debs/`, `root/` (unpacked
 //! packages), `build/` (module build).
 
 mod cpio;
@@ -82,10 +82,16 @@ pub struct Image {
     pub cmdline: String,
 }
 
-/// Finds the built image `name`.
+/// Finds the built image `name`; its kernel is the extracted ELF (PVH boot, no decompression)
+/// when the build could extract it, else the bzImage.
 pub fn find(name: &str) -> Result<Image, ImageError> {
     let dir = cache_dir().join("images").join(name);
-    let kernel = dir.join("vmlinuz");
+    let elf = dir.join("vmlinux");
+    let kernel = if elf.exists() {
+        elf
+    } else {
+        dir.join("vmlinuz")
+    };
     let initrd = dir.join("initrd.cpio");
     for path in [&kernel, &initrd] {
         if !path.exists() {
@@ -208,6 +214,48 @@ fn module_load_order(
         visit(modules_dir, name, &mut out, 0)?;
     }
     Ok(out)
+}
+
+/// Decompresses the kernel ELF (vmlinux) out of a bzImage, using the header's payload offset
+/// and length and the system's `xz`/`zstd`/`gzip`/`lz4`. The VMM boots it through its PVH entry,
+/// which skips the in-guest decompressor. `None` when the format or the tool is unavailable.
+fn extract_vmlinux(bzimage: &[u8]) -> Option<Vec<u8>> {
+    let u32_at = |off: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            bzimage.get(off..off + 4)?.try_into().ok()?,
+        ))
+    };
+    let setup_sects = match *bzimage.get(0x1f1)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)? as usize;
+    let payload = bzimage.get(start..start + u32_at(0x24c)? as usize)?;
+    let tool = if payload.starts_with(b"\xfd7zXZ\0") {
+        "xz"
+    } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "zstd"
+    } else if payload.starts_with(&[0x1f, 0x8b]) {
+        "gzip"
+    } else if payload.starts_with(&[0x02, 0x21, 0x4c, 0x18]) {
+        "lz4"
+    } else {
+        return None;
+    };
+    let mut child = Command::new(tool)
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let data = payload.to_vec();
+    let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
+    let out = child.wait_with_output().ok()?;
+    let _ = feeder.join();
+    // Some payloads end with the decompressed size; tools may warn about it, so check the output.
+    out.stdout.starts_with(b"\x7fELF").then_some(out.stdout)
 }
 
 /// Builds the `vcuda_mmio` module against the unpacked headers of kernel `abi`.
@@ -397,7 +445,19 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
     if !vmlinuz.exists() {
         return Err(ImageError::NoKernel(kernel_pkg));
     }
-    write(&kernel, &read(&vmlinuz)?)?;
+    let bzimage = read(&vmlinuz)?;
+    write(&kernel, &bzimage)?;
+    let elf = out_dir.join("vmlinux");
+    match extract_vmlinux(&bzimage) {
+        Some(data) => {
+            write(&elf, &data)?;
+            println!("      vmlinux (PVH entry, no in-guest decompression) and vmlinuz");
+        }
+        None => {
+            let _ = std::fs::remove_file(&elf);
+            println!("      vmlinuz only (cannot decompress the kernel payload here)");
+        }
+    }
     let initrd_path = out_dir.join("initrd.cpio");
     write(&initrd_path, &initrd)?;
     write(&out_dir.join("cmdline"), IMAGE_CMDLINE.as_bytes())?;
@@ -416,7 +476,11 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
             .as_bytes(),
     )?;
     Ok(Image {
-        kernel,
+        kernel: if out_dir.join("vmlinux").exists() {
+            out_dir.join("vmlinux")
+        } else {
+            kernel
+        },
         initrd: initrd_path,
         cmdline: IMAGE_CMDLINE.to_owned(),
     })
