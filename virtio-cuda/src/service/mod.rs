@@ -4,7 +4,11 @@
 //! vhost-user) only move frames and data. Kept here, free of dependencies, so the device model
 //! does not depend on the executor crate.
 
+pub mod proxy;
+
 use crate::protocol::DataAccess;
+
+pub use proxy::RemoteExecutor;
 
 /// Serves the request frames of many connections (sessions).
 pub trait FrameService: Send + Sync {
