@@ -745,10 +745,15 @@ pub(crate) fn run_grid(env: &Env<'_>, parallel: bool) -> Result<u64, ExecError> 
         e
     };
     let r = if parallel && nblocks > 1 {
-        (0..nblocks)
+        // Blocks go to rayon in small batches: less scheduling overhead per (often tiny) block.
+        let per_task = (nblocks / (rayon::current_num_threads() as u64 * 64)).clamp(1, 64);
+        (0..nblocks.div_ceil(per_task))
             .into_par_iter()
-            .try_for_each_init(Worker::new, |w, b| {
-                let r = w.run_block(env, b).map_err(fail);
+            .try_for_each_init(Worker::new, |w, t| {
+                let end = (t * per_task + per_task).min(nblocks);
+                let r = (t * per_task..end)
+                    .try_for_each(|b| w.run_block(env, b))
+                    .map_err(fail);
                 w.finish(env);
                 r
             })

@@ -87,7 +87,10 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token<'_>>, PtxError> {
                             break;
                         }
                         Some(b'\\') => {
-                            let e = src.get(i + 1..).and_then(|r| r.chars().next()).unwrap_or('\\');
+                            let e = src
+                                .get(i + 1..)
+                                .and_then(|r| r.chars().next())
+                                .unwrap_or('\\');
                             s.push(match e {
                                 'n' => '\n',
                                 't' => '\t',
