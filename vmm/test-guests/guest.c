@@ -10,6 +10,8 @@
  *   calibrate N   run N million iterations of a 3-instruction loop, exit 0 (KVM speed check)
  *   memtest       write and read back RAM at 1 GiB, 2 GiB and just above 4 GiB (needs --mem > 4G),
  *                 right after entry, while the VMM may still be registering those memory slots
+ *   smp           start vCPU 1 with INIT/SIPI/SIPI through the LAPIC (real-mode trampoline at
+ *                 0x10000 that prints 'A' and sets a flag), needs --vcpus 2
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
@@ -262,6 +264,40 @@ static void memtest_mode(void) {
     }
 }
 
+/* ---- smp: wake the application processor ---- */
+/* Real mode, CS = 0x1000: print 'A' on COM1, set the byte at 0x10100, halt. */
+static const u8 ap_trampoline[] = {
+    0x8c, 0xc8,             /* mov %cs, %ax */
+    0x8e, 0xd8,             /* mov %ax, %ds */
+    0xba, 0xf8, 0x03,       /* mov $0x3f8, %dx */
+    0xb0, 'A',              /* mov $'A', %al */
+    0xee,                   /* out %al, %dx */
+    0xb0, '\n',             /* mov $'\n', %al */
+    0xee,                   /* out %al, %dx */
+    0xc6, 0x06, 0x00, 0x01, 0x01, /* movb $1, 0x100 */
+    0xfa,                   /* cli */
+    0xf4,                   /* hlt */
+    0xeb, 0xfd,             /* jmp .-3 (back to hlt) */
+};
+
+static void icr(u32 high, u32 low) {
+    mmio_write32(LAPIC + 0x310, high);
+    mmio_write32(LAPIC + 0x300, low);
+    for (int i = 0; i < 1000 && (mmio_read32(LAPIC + 0x300) & (1 << 12)); i++) {}
+}
+
+static void smp_mode(void) {
+    volatile u8 *flag = (volatile u8 *)0x10100;
+    memcpy((void *)0x10000, ap_trampoline, sizeof(ap_trampoline));
+    *flag = 0;
+    mmio_write32(LAPIC + 0xf0, 0x1ff);          /* LAPIC software enable */
+    icr(1u << 24, 0x4500);                      /* INIT to APIC id 1 */
+    icr(1u << 24, 0x4600 | 0x10);               /* SIPI, vector 0x10 -> 0x10000 */
+    icr(1u << 24, 0x4600 | 0x10);
+    for (u64 i = 0; i < 5000000 && !*flag; i++) barrier();
+    check(*flag == 1, "application processor ran the trampoline");
+}
+
 /* ---- info: e820 from boot_params, CPUs from the MP table ---- */
 static void info_mode(const u8 *bp) {
     u8 n = bp[0x1e8];
@@ -314,6 +350,9 @@ void guest_main(const u8 *boot_params) {
         exit_with(0);
     } else if (word_is(mode, "memtest")) {
         memtest_mode();
+        exit_with((u8)failures);
+    } else if (word_is(mode, "smp")) {
+        smp_mode();
         exit_with((u8)failures);
     } else if (word_is(mode, "info")) {
         info_mode(boot_params);

@@ -151,6 +151,28 @@ fn e820_and_mp_table_describe_ram_and_vcpus() {
 }
 
 #[test]
+fn second_vcpu_starts_on_init_sipi() {
+    require_kvm!();
+    let o = vcuda_run(&[
+        "--kernel",
+        kernel(),
+        "--vcpus",
+        "2",
+        "--timeout",
+        "20",
+        "--",
+        "smp",
+    ]);
+    assert!(
+        stdout(&o).contains("ok application processor ran"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).lines().any(|l| l == "A"), "{}", stdout(&o));
+    assert_exit(&o, 0);
+}
+
+#[test]
 fn ram_beyond_the_eager_slot_works_from_the_first_instruction() {
     require_kvm!();
     // Memory above 1 GiB is registered with KVM in the background; accesses before that
