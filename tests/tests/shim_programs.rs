@@ -1,0 +1,107 @@
+//! Unmodified CUDA programs (written in `tests/programs/`, built with the pip CUDA 13 nvcc)
+//! run through the vcuda shim (`libcuda.so.1` from guest-libcuda) on an in-process cpu
+//! executor; each program checks its own results and prints PASS/FAIL.
+//!
+//! Needs the shim built in the same target directory as this test
+//! (`cargo build -p guest-libcuda`); without it, or without the CUDA toolchain
+//! (`scripts/setup.sh`), each test prints `SKIPPED` and returns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use host_executor::client::InProcess;
+use vcuda_tests::require_toolchain;
+use vcuda_tests::toolchain::{self, Cudart};
+
+/// The profile directory of this test binary (`target/<profile>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("profile dir")
+}
+
+/// A directory holding `libcuda.so.1` and `libcuda.so` links to the built shim.
+fn shim_dir() -> Option<PathBuf> {
+    let lib = profile_dir().join("libcuda.so");
+    if !lib.is_file() {
+        eprintln!(
+            "SKIPPED: {} not built (run `cargo build -p guest-libcuda` first)",
+            lib.display()
+        );
+        return None;
+    }
+    let dir = profile_dir().join("vcuda-shim");
+    std::fs::create_dir_all(&dir).expect("shim dir");
+    for name in ["libcuda.so.1", "libcuda.so"] {
+        let link = dir.join(name);
+        if !link.exists() {
+            // Two tests may race to create it; either link is fine.
+            let _ = std::os::unix::fs::symlink(&lib, &link);
+        }
+    }
+    Some(dir)
+}
+
+/// Runs `prog` against `socket` with the shim first in its library path.
+fn run_with(shim: &Path, socket: &Path, prog: &Path, args: &[&str]) -> Output {
+    Command::new(prog)
+        .args(args)
+        .env("LD_LIBRARY_PATH", shim)
+        .env("VCUDA_EXECUTOR", socket)
+        .output()
+        .expect("run program")
+}
+
+/// Runs `prog` on a fresh in-process cpu executor and asserts it printed PASS and exited 0.
+fn run_passes(shim: &Path, prog: &Path, args: &[&str]) -> String {
+    let exec = InProcess::start_cpu(Default::default()).expect("executor");
+    let out = run_with(shim, exec.socket(), prog, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("PASS"),
+        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        prog.display(),
+        out.status
+    );
+    eprintln!("{stdout}{stderr}");
+    // The program's session is gone once it has exited.
+    for _ in 0..100 {
+        if exec.stats().live_sessions == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(exec.stats().live_sessions, 0, "session outlived the program");
+    assert_eq!(exec.stats().allocated_bytes, 0, "device memory leaked");
+    stdout
+}
+
+fn program(name: &str) -> PathBuf {
+    toolchain::workspace_root()
+        .join("tests/programs")
+        .join(name)
+}
+
+#[test]
+fn runtime_api_static_cudart() {
+    let Some(shim) = shim_dir() else { return };
+    let prog = require_toolchain!(toolchain::compile_program(
+        &program("runtime_api.cu"),
+        Cudart::Static
+    ));
+    run_passes(&shim, &prog, &[]);
+}
+
+#[test]
+fn runtime_api_shared_cudart() {
+    let Some(shim) = shim_dir() else { return };
+    let prog = require_toolchain!(toolchain::compile_program(
+        &program("runtime_api.cu"),
+        Cudart::Shared
+    ));
+    run_passes(&shim, &prog, &[]);
+}
