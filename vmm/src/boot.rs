@@ -327,6 +327,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes behind an ELF or bzImage signature never panic the loader.
+        #[test]
+        fn malformed_kernels_fail_cleanly(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            elf in proptest::prelude::any::<bool>(),
+        ) {
+            let mut image = body;
+            if elf {
+                image.splice(0..0, *b"\x7fELF\x02\x01\x01");
+            } else {
+                image.resize(image.len().max(0x400), 0);
+                image[0x202..0x206].copy_from_slice(b"HdrS");
+            }
+            let path = std::env::temp_dir().join(format!(
+                "vcuda-fuzz-kernel-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::write(&path, &image).unwrap();
+            let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+            let c = build_cmdline("", &[], &[]).unwrap();
+            let _ = load(&mem, 16 << 20, &path, None, &c);
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
     #[test]
     fn garbage_kernel_is_rejected() {
         let dir = std::env::temp_dir().join(format!("vcuda-boot-{}", std::process::id()));

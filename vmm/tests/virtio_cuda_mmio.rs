@@ -87,7 +87,11 @@ impl Guest {
         self.w(reg::STATUS, 0);
         self.w(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
         self.w(reg::DEVICE_FEATURES_SEL, 1);
-        assert_ne!(self.r(reg::DEVICE_FEATURES) & 1, 0, "VIRTIO_F_VERSION_1 offered");
+        assert_ne!(
+            self.r(reg::DEVICE_FEATURES) & 1,
+            0,
+            "VIRTIO_F_VERSION_1 offered"
+        );
         self.w(reg::DRIVER_FEATURES_SEL, 1);
         self.w(reg::DRIVER_FEATURES, 1);
         self.w(reg::DRIVER_FEATURES_SEL, 0);
@@ -125,7 +129,9 @@ impl Guest {
             self.mem.write_obj(len, GuestAddress(d + 8)).unwrap();
             let f = if last { flags } else { flags | F_NEXT };
             self.mem.write_obj(f, GuestAddress(d + 12)).unwrap();
-            self.mem.write_obj(i as u16 + 1, GuestAddress(d + 14)).unwrap();
+            self.mem
+                .write_obj(i as u16 + 1, GuestAddress(d + 14))
+                .unwrap();
         }
         let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % QSIZE);
         self.mem.write_obj(0u16, GuestAddress(slot)).unwrap();
@@ -143,18 +149,16 @@ impl Guest {
                 self.used_seen = used;
                 return self.mem.read_obj(GuestAddress(elem + 4)).unwrap();
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "device never completed");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "device never completed"
+            );
             std::thread::sleep(Duration::from_micros(50));
         }
     }
 
     /// Sends a request frame (+ optional data windows); returns (status, body) for sync calls.
-    fn call<C: p::Call>(
-        &mut self,
-        c: &C,
-        data_in: &[u8],
-        data_out: u32,
-    ) -> (Status, Vec<u8>) {
+    fn call<C: p::Call>(&mut self, c: &C, data_in: &[u8], data_out: u32) -> (Status, Vec<u8>) {
         let mut req = Envelope {
             op: EnvelopeOp::Frame,
             session: self.session,
@@ -166,7 +170,9 @@ impl Guest {
         self.mem.write_slice(&req, GuestAddress(REQ)).unwrap();
         let mut descs = vec![(REQ, req.len() as u32, 0)];
         if !data_in.is_empty() {
-            self.mem.write_slice(data_in, GuestAddress(DATA_IN)).unwrap();
+            self.mem
+                .write_slice(data_in, GuestAddress(DATA_IN))
+                .unwrap();
             descs.push((DATA_IN, data_in.len() as u32, 0));
         }
         if !C::ASYNC {
@@ -203,7 +209,15 @@ fn a_kernel_runs_through_the_mmio_transport_with_zero_copy_windows() {
     );
     assert_eq!(s, Status::SUCCESS);
     let ctx = 0x1000;
-    g.call(&p::CtxCreate { ctx, device: 0, flags: 0 }, &[], 0);
+    g.call(
+        &p::CtxCreate {
+            ctx,
+            device: 0,
+            flags: 0,
+        },
+        &[],
+        0,
+    );
     // The module image travels in the H2D data window.
     let image = DEMO_PTX.as_bytes();
     let load = p::ModuleLoad {
@@ -220,7 +234,14 @@ fn a_kernel_runs_through_the_mmio_transport_with_zero_copy_windows() {
     let b: Vec<f32> = (0..n).map(|i| 0.5 * i as f32).collect();
     let mut ptrs = Vec::new();
     for _ in 0..3 {
-        let (s, body) = g.call(&p::MemAlloc { ctx, size: 4 * n as u64 }, &[], 0);
+        let (s, body) = g.call(
+            &p::MemAlloc {
+                ctx,
+                size: 4 * n as u64,
+            },
+            &[],
+            0,
+        );
         assert_eq!(s, Status::SUCCESS);
         ptrs.push(p::decode_reply::<p::MemAlloc>(&body).unwrap().dptr);
     }
@@ -281,7 +302,10 @@ fn a_kernel_runs_through_the_mmio_transport_with_zero_copy_windows() {
     };
     let (s, body) = g.call(&d2h, &[], 4 * n as u32);
     assert_eq!(s, Status::SUCCESS);
-    assert!(p::decode_reply::<p::MemcpyDtoH>(&body).unwrap().data.is_empty());
+    assert!(p::decode_reply::<p::MemcpyDtoH>(&body)
+        .unwrap()
+        .data
+        .is_empty());
     let mut out = vec![0u8; 4 * n];
     g.mem.read_slice(&mut out, GuestAddress(DATA_OUT)).unwrap();
     for i in 0..n {
@@ -362,8 +386,23 @@ fn the_device_can_use_an_out_of_process_executor() {
     };
     assert_eq!(g.call(&hello, &[], 0).0, Status::SUCCESS);
     assert_eq!(exec.stats().live_sessions, 1);
-    g.call(&p::CtxCreate { ctx: 0x1000, device: 0, flags: 0 }, &[], 0);
-    let (s, body) = g.call(&p::MemAlloc { ctx: 0x1000, size: 16 }, &[], 0);
+    g.call(
+        &p::CtxCreate {
+            ctx: 0x1000,
+            device: 0,
+            flags: 0,
+        },
+        &[],
+        0,
+    );
+    let (s, body) = g.call(
+        &p::MemAlloc {
+            ctx: 0x1000,
+            size: 16,
+        },
+        &[],
+        0,
+    );
     assert_eq!(s, Status::SUCCESS);
     let dptr = p::decode_reply::<p::MemAlloc>(&body).unwrap().dptr;
     let h2d = p::MemcpyHtoD {

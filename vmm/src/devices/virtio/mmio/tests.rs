@@ -45,6 +45,10 @@ impl Driver {
     }
 
     fn negotiate(&mut self, features_hi: u32) -> u32 {
+        self.negotiate_words(0, features_hi)
+    }
+
+    fn negotiate_words(&mut self, features_lo: u32, features_hi: u32) -> u32 {
         use status::*;
         self.w(reg::STATUS, 0);
         self.w(reg::STATUS, ACKNOWLEDGE);
@@ -52,7 +56,7 @@ impl Driver {
         self.w(reg::DRIVER_FEATURES_SEL, 1);
         self.w(reg::DRIVER_FEATURES, features_hi);
         self.w(reg::DRIVER_FEATURES_SEL, 0);
-        self.w(reg::DRIVER_FEATURES, 0);
+        self.w(reg::DRIVER_FEATURES, features_lo);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
         self.r(reg::STATUS)
     }
@@ -142,6 +146,27 @@ fn round_trip_through_the_echo_device() {
     d.t.notify(0);
     let used_len: u32 = d.mem.read_obj(GuestAddress(USED + 4 + 8 + 4)).unwrap();
     assert_eq!(used_len, 4);
+}
+
+#[test]
+fn event_idx_suppresses_interrupts_when_negotiated() {
+    use status::*;
+    let mut d = Driver::new();
+    let event_idx = 1 << crate::devices::virtio::features::VIRTIO_RING_F_EVENT_IDX;
+    assert_ne!(d.negotiate_words(event_idx, 1) & FEATURES_OK, 0);
+    d.setup_queue(DESC);
+    d.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    // used_event (after the avail ring) = 5: the driver wants an interrupt only after the
+    // sixth used buffer.
+    d.mem
+        .write_obj(5u16, GuestAddress(AVAIL + 4 + 2 * u64::from(QSIZE)))
+        .unwrap();
+    d.post(0, b"quiet", 8);
+    d.t.notify(0);
+    let used_idx: u16 = d.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+    assert_eq!(used_idx, 1, "the chain was completed");
+    assert_eq!(d.r(reg::INTERRUPT_STATUS), 0, "but not signalled");
+    assert!(d.t.interrupt().eventfd().read().is_err(), "irqfd untouched");
 }
 
 #[test]
