@@ -85,6 +85,7 @@ impl Guest {
         assert_eq!(self.r(reg::VERSION), 2);
         assert_eq!(self.r(reg::DEVICE_ID), 0xC0DA);
         self.w(reg::STATUS, 0);
+        self.w(reg::STATUS, status::ACKNOWLEDGE);
         self.w(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
         self.w(reg::DEVICE_FEATURES_SEL, 1);
         assert_ne!(
