@@ -75,7 +75,11 @@ fn run_passes(shim: &Path, prog: &Path, args: &[&str]) -> String {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert_eq!(exec.stats().live_sessions, 0, "session outlived the program");
+    assert_eq!(
+        exec.stats().live_sessions,
+        0,
+        "session outlived the program"
+    );
     assert_eq!(exec.stats().allocated_bytes, 0, "device memory leaked");
     stdout
 }
@@ -104,4 +108,42 @@ fn runtime_api_shared_cudart() {
         Cudart::Shared
     ));
     run_passes(&shim, &prog, &[]);
+}
+
+/// Compiles a driver-API program linked with `-lcuda` against the shim itself (the pip
+/// toolkit ships no libcuda stub), into the profile directory.
+fn compile_driver_program(shim: &Path, name: &str) -> Result<PathBuf, toolchain::ToolchainError> {
+    let tc = toolchain::toolchain()?;
+    let out = profile_dir().join(format!("vcuda-{name}"));
+    let status = Command::new(&tc.nvcc)
+        .arg(program(&format!("{name}.cu")))
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("-L{}", tc.cuda_root.join("lib").display()))
+        .arg(format!("-L{}", shim.display()))
+        .arg("-lcuda")
+        .output()
+        .map_err(|source| toolchain::ToolchainError::Io {
+            path: tc.nvcc.clone(),
+            source,
+        })?;
+    assert!(
+        status.status.success(),
+        "nvcc {name}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    Ok(out)
+}
+
+#[test]
+fn driver_api_program() {
+    let Some(shim) = shim_dir() else { return };
+    let ptx = require_toolchain!(toolchain::compile_ptx(
+        &program("driver_kernels.cu"),
+        toolchain::DEFAULT_ARCH
+    ));
+    let ptx_path = profile_dir().join("vcuda-driver_kernels.ptx");
+    std::fs::write(&ptx_path, ptx).expect("write ptx");
+    let prog = require_toolchain!(compile_driver_program(&shim, "driver_api"));
+    run_passes(&shim, &prog, &[ptx_path.to_str().expect("utf-8 path")]);
 }

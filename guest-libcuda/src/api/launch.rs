@@ -59,9 +59,13 @@ unsafe fn pack_extra(extra: *mut *mut c_void) -> R<Vec<u8>> {
 pub unsafe fn launch(l: Launch) -> R<()> {
     let d = driver()?;
     let func = resolve_function(d, h(l.func))?;
-    let (_, stream) = d.stream_ctx(h(l.stream), l.per_thread)?;
+    let (ctx, stream) = d.stream_ctx(h(l.stream), l.per_thread)?;
     let o = d.objects();
     let f = o.functions.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+    if f.ctx != ctx {
+        // A function belongs to the context its module was loaded in.
+        return Err(Status::ERROR_INVALID_HANDLE);
+    }
     let params = if !l.params.is_null() {
         let layout = &f.info.params.0;
         let total = layout
