@@ -76,8 +76,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The event-loop token of the exit eventfd; queue eventfds use their index.
+/// Event-loop tokens of the exit eventfd and of stdin; queue eventfds use their index.
 const EXIT_TOKEN: u64 = u64::MAX;
+const STDIN_TOKEN: u64 = u64::MAX - 1;
 
 struct QueueEvent {
     transport: Arc<Mutex<MmioTransport>>,
@@ -230,7 +231,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
     let deadline = config
         .timeout_secs
         .map(|s| start + Duration::from_secs_f64(s));
-    let loop_result = event_loop(&exit, &queue_events, deadline);
+    let loop_result = event_loop(&exit, &queue_events, &serial, deadline);
     if let Err(e) = &loop_result {
         exit.report(VmExit::VcpuError {
             cpu: 0,
@@ -253,14 +254,48 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
     })
 }
 
-/// The VMM's event loop: queue notifications (ioeventfds) go to their device; returns when a
-/// VM exit was reported or the deadline passed.
+/// Whether reading stdin is safe: not a terminal, or a terminal whose foreground process group
+/// is ours (a background `vcuda run &` reading its terminal would be stopped by SIGTTIN).
+fn stdin_is_ours() -> bool {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only inspect fd 0 and the process; no memory.
+    unsafe { libc::isatty(0) == 0 || libc::tcgetpgrp(0) == libc::getpgrp() }
+}
+
+/// Forwards what is readable on stdin to the serial port; returns false at end of input.
+fn forward_stdin(serial: &Mutex<SerialDevice>) -> bool {
+    let mut buf = [0u8; 64];
+    // SAFETY: reads into a stack buffer of the length passed; fd 0 stays open for the process.
+    let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+    match usize::try_from(n) {
+        Ok(0) => false,
+        Ok(n) => {
+            let mut serial = serial.lock().unwrap_or_else(|e| e.into_inner());
+            serial.enqueue_input(&buf[..n]);
+            true
+        }
+        Err(_) => std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted,
+    }
+}
+
+/// The VMM's event loop: queue notifications (ioeventfds) go to their device, stdin goes to the
+/// serial port; returns when a VM exit was reported or the deadline passed.
 fn event_loop(
     exit: &ExitSignal,
     queue_events: &[QueueEvent],
+    serial: &Mutex<SerialDevice>,
     deadline: Option<Instant>,
 ) -> Result<(), std::io::Error> {
     let epoll = Epoll::new()?;
+    // Regular files and /dev/null cannot be polled (or are at EOF at once): then no input.
+    if stdin_is_ours() {
+        if let Err(e) = epoll.ctl(
+            ControlOperation::Add,
+            0,
+            EpollEvent::new(EventSet::IN, STDIN_TOKEN),
+        ) {
+            debug!("stdin is not forwarded to the guest: {e}");
+        }
+    }
     epoll.ctl(
         ControlOperation::Add,
         std::os::fd::AsRawFd::as_raw_fd(exit.eventfd()),
@@ -275,7 +310,7 @@ fn event_loop(
             EpollEvent::new(EventSet::IN, i as u64),
         )?;
     }
-    let mut events = vec![EpollEvent::default(); queue_events.len() + 1];
+    let mut events = vec![EpollEvent::default(); queue_events.len() + 2];
     loop {
         if exit.is_set() {
             return Ok(());
@@ -299,6 +334,12 @@ fn event_loop(
         for ev in &events[..n] {
             let token = ev.data();
             if token == EXIT_TOKEN {
+                continue;
+            }
+            if token == STDIN_TOKEN {
+                if !forward_stdin(serial) {
+                    epoll.ctl(ControlOperation::Delete, 0, EpollEvent::default())?;
+                }
                 continue;
             }
             let Some(qe) = queue_events.get(token as usize) else {

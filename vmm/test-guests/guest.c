@@ -12,6 +12,7 @@
  *                 right after entry, while the VMM may still be registering those memory slots
  *   smp           start vCPU 1 with INIT/SIPI/SIPI through the LAPIC (real-mode trampoline at
  *                 0x10000 that prints 'A' and sets a flag), needs --vcpus 2
+ *   readline      read one line from COM1 (the host's stdin) and print "got: LINE"
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
@@ -351,6 +352,18 @@ void guest_main(const u8 *boot_params) {
     } else if (word_is(mode, "memtest")) {
         memtest_mode();
         exit_with((u8)failures);
+    } else if (word_is(mode, "readline")) {
+        char line[80];
+        u32 n = 0;
+        for (;;) {
+            while (!(inb(0x3f8 + 5) & 1)) {}        /* LSR: data ready */
+            char c = (char)inb(0x3f8);
+            if (c == '\n' || n == sizeof(line) - 1) break;
+            line[n++] = c;
+        }
+        line[n] = 0;
+        puts("got: "); puts(line); putc('\n');
+        exit_with(0);
     } else if (word_is(mode, "smp")) {
         smp_mode();
         exit_with((u8)failures);

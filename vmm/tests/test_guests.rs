@@ -151,6 +151,37 @@ fn e820_and_mp_table_describe_ram_and_vcpus() {
 }
 
 #[test]
+fn stdin_reaches_the_guest_serial_port() {
+    require_kvm!();
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vcuda"))
+        .args([
+            "run",
+            "--kernel",
+            kernel(),
+            "--timeout",
+            "20",
+            "--",
+            "readline",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello serial\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(stdout(&o).contains("got: hello serial"), "{}", stdout(&o));
+    assert_exit(&o, 0);
+}
+
+#[test]
 fn second_vcpu_starts_on_init_sipi() {
     require_kvm!();
     let o = vcuda_run(&[

@@ -1,5 +1,6 @@
 //! COM1 (ports 0x3f8–0x3ff): a 16550A UART from vm-superio whose interrupt line is an eventfd
-//! registered as irqfd for IRQ 4. Output goes to the host's stdout or a file; no input.
+//! registered as irqfd for IRQ 4. Output goes to the host's stdout or a file; input comes from
+//! the host's stdin (forwarded by the event loop).
 
 use std::io::{self, Write};
 
@@ -34,6 +35,18 @@ impl SerialDevice {
     pub fn new(irq: EventFd, out: SerialOut) -> Self {
         Self {
             uart: Serial::new(IrqTrigger(irq), out),
+        }
+    }
+
+    /// Queues host input for the guest; returns how many bytes fit (the rest is dropped: the
+    /// 64-byte receive FIFO is full until the guest reads it).
+    pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
+        match self.uart.enqueue_raw_bytes(input) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("serial: input dropped: {e:?}");
+                0
+            }
         }
     }
 
