@@ -41,3 +41,12 @@ pub fn out_handle<T>(f: impl FnOnce(*mut *mut T) -> sys::CUresult) -> Result<*mu
     call(|| f(&mut v))?;
     Ok(v)
 }
+
+/// Whether the loaded driver exports `name` (call only after the backend was probed).
+pub fn has_symbol(name: &str) -> bool {
+    catch_unwind(|| {
+        // SAFETY: looks a symbol up without calling it; `u8` stands in for its unknown type.
+        unsafe { sys::culib().get::<*const u8>(name.as_bytes()).is_ok() }
+    })
+    .unwrap_or(false)
+}

@@ -15,6 +15,40 @@ use crate::backend::{
     BResult, BackendSession, LaunchParams, LoadError, ObjId, OutputSink, VaRange, DEFAULT_STREAM,
 };
 
+/// A loaded module and, when its image carried PTX, the kernels' parameter layouts parsed from
+/// it (used where the driver lacks `cuFuncGetParamInfo`, i.e. before CUDA 12.4).
+struct LoadedModule {
+    raw: sys::CUmodule,
+    ptx_params: HashMap<String, Vec<ParamInfo>>,
+}
+
+/// Parameter layouts of the kernels in an image's PTX, if it has any that parses.
+fn ptx_param_layouts(image: &[u8]) -> HashMap<String, Vec<ParamInfo>> {
+    let Ok(img) = crate::image::parse(image) else {
+        return HashMap::new();
+    };
+    let Some(ptx) = img.best_ptx() else {
+        return HashMap::new();
+    };
+    let Ok(m) = vcuda_ptx::Module::parse(ptx) else {
+        return HashMap::new();
+    };
+    m.kernels()
+        .iter()
+        .map(|k| {
+            let params = k
+                .params
+                .iter()
+                .map(|p| ParamInfo {
+                    offset: p.offset,
+                    size: p.size,
+                })
+                .collect();
+            (k.name.clone(), params)
+        })
+        .collect()
+}
+
 struct Func {
     module: ObjId,
     raw: sys::CUfunction,
@@ -30,7 +64,7 @@ pub(super) struct CudaSession {
     allocated: Arc<AtomicU64>,
     next_id: ObjId,
     contexts: HashMap<ObjId, u32>,
-    modules: HashMap<ObjId, sys::CUmodule>,
+    modules: HashMap<ObjId, LoadedModule>,
     funcs: HashMap<ObjId, Func>,
     streams: HashMap<ObjId, sys::CUstream>,
     events: HashMap<ObjId, sys::CUevent>,
@@ -125,6 +159,28 @@ impl Drop for CudaSession {
         let _ = ffi::call(|| unsafe { sys::cuCtxDestroy_v2(ctx) });
         tracing::debug!(session = self.id, "cuda session released");
     }
+}
+
+/// Parameter layout from the driver (`cuFuncGetParamInfo`, CUDA ≥ 12.4): for images without
+/// PTX (SASS-only cubins). Older drivers cannot describe such kernels: `NOT_SUPPORTED`.
+fn driver_param_layout(f: sys::CUfunction) -> BResult<Vec<ParamInfo>> {
+    if !ffi::has_symbol("cuFuncGetParamInfo") {
+        return Err(Status::ERROR_NOT_SUPPORTED);
+    }
+    let mut params = Vec::new();
+    for i in 0..4096usize {
+        let (mut off, mut size) = (0usize, 0usize);
+        // SAFETY: valid out-pointers; an index past the last parameter returns an error.
+        match ffi::call(|| unsafe { sys::cuFuncGetParamInfo(f, i, &mut off, &mut size) }) {
+            Ok(()) => params.push(ParamInfo {
+                offset: off as u32,
+                size: size as u32,
+            }),
+            Err(Status::ERROR_NOT_SUPPORTED) if i == 0 => return Err(Status::ERROR_NOT_SUPPORTED),
+            Err(_) => break,
+        }
+    }
+    Ok(params)
 }
 
 fn func_attr(f: sys::CUfunction, a: sys::CUfunction_attribute) -> u32 {
@@ -252,7 +308,13 @@ impl BackendSession for CudaSession {
         let m = ffi::out_handle(|p| unsafe { sys::cuModuleLoadData(p, owned.as_ptr().cast()) })
             .map_err(le)?;
         let id = self.new_id();
-        self.modules.insert(id, m);
+        self.modules.insert(
+            id,
+            LoadedModule {
+                raw: m,
+                ptx_params: ptx_param_layouts(image),
+            },
+        );
         Ok((id, String::new()))
     }
 
@@ -264,31 +326,24 @@ impl BackendSession for CudaSession {
         self.funcs.retain(|_, f| f.module != module);
         self.enter()?;
         // SAFETY: our module handle, unloaded once.
-        ffi::call(|| unsafe { sys::cuModuleUnload(m) })
+        ffi::call(|| unsafe { sys::cuModuleUnload(m.raw) })
     }
 
     fn get_function(&mut self, module: ObjId, name: &str) -> BResult<(ObjId, FuncInfo)> {
-        let m = *self
+        let loaded = self
             .modules
             .get(&module)
             .ok_or(Status::ERROR_INVALID_HANDLE)?;
+        let m = loaded.raw;
+        let ptx_params = loaded.ptx_params.get(name).cloned();
         self.enter()?;
         let cname = std::ffi::CString::new(name).map_err(|_| Status::ERROR_INVALID_VALUE)?;
         // SAFETY: valid out-pointer, module handle and NUL-terminated name.
         let f = ffi::out_handle(|p| unsafe { sys::cuModuleGetFunction(p, m, cname.as_ptr()) })?;
-        let mut params = Vec::new();
-        for i in 0..4096usize {
-            let (mut off, mut size) = (0usize, 0usize);
-            // SAFETY: valid out-pointers; an index past the last parameter returns an error.
-            if ffi::call(|| unsafe { sys::cuFuncGetParamInfo(f, i, &mut off, &mut size) }).is_err()
-            {
-                break;
-            }
-            params.push(ParamInfo {
-                offset: off as u32,
-                size: size as u32,
-            });
-        }
+        let params = match ptx_params {
+            Some(p) => p,
+            None => driver_param_layout(f)?,
+        };
         use sys::CUfunction_attribute as FA;
         let info = FuncInfo {
             params: List(params.clone()),
@@ -313,10 +368,11 @@ impl BackendSession for CudaSession {
     }
 
     fn get_global(&mut self, module: ObjId, name: &str) -> BResult<(u64, u64)> {
-        let m = *self
+        let m = self
             .modules
             .get(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+            .ok_or(Status::ERROR_INVALID_HANDLE)?
+            .raw;
         self.enter()?;
         let cname = std::ffi::CString::new(name).map_err(|_| Status::ERROR_INVALID_VALUE)?;
         let (mut dptr, mut size) = (0u64, 0usize);
