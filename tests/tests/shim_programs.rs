@@ -147,3 +147,56 @@ fn driver_api_program() {
     let prog = require_toolchain!(compile_driver_program(&shim, "driver_api"));
     run_passes(&shim, &prog, &[ptx_path.to_str().expect("utf-8 path")]);
 }
+
+/// One client is killed in the middle of its calls while another runs: the other completes,
+/// and the dead client's session and device memory are freed.
+#[test]
+fn killed_client_does_not_disturb_another() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(shim) = shim_dir() else { return };
+    let hog = require_toolchain!(toolchain::compile_program(
+        &program("hog.cu"),
+        Cudart::Static
+    ));
+    let other = require_toolchain!(toolchain::compile_program(
+        &program("runtime_api.cu"),
+        Cudart::Static
+    ));
+    let exec = InProcess::start_cpu(Default::default()).expect("executor");
+    let mut child = Command::new(&hog)
+        .env("LD_LIBRARY_PATH", &shim)
+        .env("VCUDA_EXECUTOR", exec.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hog");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("hog stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("hog output");
+    assert_eq!(line.trim(), "READY", "hog did not start");
+    assert!(exec.stats().allocated_bytes >= 64 << 20);
+    assert_eq!(exec.stats().live_sessions, 1);
+
+    let (socket, shim2) = (exec.socket().to_path_buf(), shim.clone());
+    let runner = std::thread::spawn(move || run_with(&shim2, &socket, &other, &[]));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    child.kill().expect("kill hog");
+    child.wait().expect("reap hog");
+    let out = runner.join().expect("runner thread");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("PASS"),
+        "the surviving client failed:\n{text}"
+    );
+    for _ in 0..200 {
+        let s = exec.stats();
+        if s.live_sessions == 0 && s.allocated_bytes == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("killed client's session not freed: {:?}", exec.stats());
+}
