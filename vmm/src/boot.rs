@@ -61,6 +61,8 @@ pub enum BootError {
 pub struct BootEntry {
     pub mode: EntryMode,
     pub addr: u64,
+    /// The image is a Linux kernel (a bzImage, or an ELF with Linux's `Linux` ELF note).
+    pub linux: bool,
 }
 
 /// Magic numbers of the boot protocols.
@@ -109,6 +111,52 @@ fn open(what: &'static str, path: &Path) -> Result<File, BootError> {
     })
 }
 
+/// Whether an ELF kernel carries Linux's ELF notes (note name "Linux", e.g. the kernel version):
+/// reads only the program headers and the PT_NOTE segments (bounded), never the whole image.
+fn has_linux_note(file: &mut File) -> bool {
+    const PT_NOTE: u32 = 4;
+    let mut read_at = |off: u64, len: usize| -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        file.seek(SeekFrom::Start(off)).ok()?;
+        file.read_exact(&mut buf).ok()?;
+        Some(buf)
+    };
+    let Some(ehdr) = read_at(0, 64) else {
+        return false;
+    };
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u64_at = |b: &[u8], o: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(x)
+    };
+    let (phoff, phentsize, phnum) = (
+        u64_at(&ehdr, 0x20),
+        u16_at(&ehdr, 0x36),
+        u16_at(&ehdr, 0x38),
+    );
+    if usize::from(phentsize) < 56 {
+        return false;
+    }
+    for i in 0..u64::from(phnum.min(64)) {
+        let Some(ph) = read_at(phoff.saturating_add(i * u64::from(phentsize)), 56) else {
+            return false;
+        };
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) != PT_NOTE {
+            continue;
+        }
+        let size = usize::try_from(u64_at(&ph, 0x20))
+            .unwrap_or(0)
+            .min(64 << 10);
+        if let Some(notes) = read_at(u64_at(&ph, 0x08), size) {
+            if notes.windows(8).any(|w| w == b"Linux\0\0\0") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Loads the kernel at `path` and returns its entry and boot protocol.
 fn load_kernel(
     mem: &GuestMemoryMmap,
@@ -137,10 +185,12 @@ fn load_kernel(
             PvhBootCapability::PvhEntryPresent(addr) => BootEntry {
                 mode: EntryMode::Pvh,
                 addr: addr.raw_value(),
+                linux: has_linux_note(&mut file),
             },
             _ => BootEntry {
                 mode: EntryMode::Linux64,
                 addr: result.kernel_load.raw_value(),
+                linux: has_linux_note(&mut file),
             },
         };
         Ok((result, entry))
@@ -158,6 +208,7 @@ fn load_kernel(
             BootEntry {
                 mode: EntryMode::Linux64,
                 addr,
+                linux: true,
             },
         ))
     } else {
@@ -352,6 +403,31 @@ mod tests {
             let _ = load(&mem, 16 << 20, &path, None, &c);
             std::fs::remove_file(path).unwrap();
         }
+    }
+
+    #[test]
+    fn finds_the_linux_elf_note() {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let mut ph = vec![0u8; 56];
+        ph[..4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        ph[0x08..0x10].copy_from_slice(&120u64.to_le_bytes());
+        ph[0x20..0x28].copy_from_slice(&24u64.to_le_bytes());
+        elf.extend_from_slice(&ph);
+        for word in [6u32, 4, 0] {
+            elf.extend_from_slice(&word.to_le_bytes());
+        }
+        elf.extend_from_slice(b"Linux\0\0\0\x01\0\0\0");
+        let path = std::env::temp_dir().join(format!("vcuda-note-{}", std::process::id()));
+        std::fs::write(&path, &elf).unwrap();
+        assert!(has_linux_note(&mut File::open(&path).unwrap()));
+        elf[120 + 12] = b'X';
+        std::fs::write(&path, &elf).unwrap();
+        assert!(!has_linux_note(&mut File::open(&path).unwrap()));
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

@@ -193,6 +193,11 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
         &cmdline,
     )?;
     debug!("kernel entry {:#x} ({:?})", entry.addr, entry.mode);
+    if entry.linux {
+        if let Some(reason) = crate::vstate::vm::linux_boot_blocker() {
+            eprintln!("vcuda: warning: {reason}");
+        }
+    }
     regs::write_boot_tables(&mem, entry.mode)?;
     mptable::write(&mem, config.vcpus)?;
 
