@@ -64,13 +64,25 @@ impl Store {
     fn new(size: u64) -> Result<Store, MemError> {
         let words = usize::try_from(size.div_ceil(8))
             .map_err(|_| MemError::OutOfMemory { requested: size })?;
-        let mut v: Vec<AtomicU64> = Vec::new();
-        v.try_reserve_exact(words)
-            .map_err(|_| MemError::OutOfMemory { requested: size })?;
-        v.resize_with(words, || AtomicU64::new(0));
-        Ok(Store {
-            words: v.into_boxed_slice(),
-        })
+        // Zeroed allocation: large stores come straight from the OS as untouched zero pages, so
+        // an allocation costs host memory only where a kernel or copy actually touches it.
+        let oom = MemError::OutOfMemory { requested: size };
+        if words == 0 {
+            return Ok(Store {
+                words: Box::new([]),
+            });
+        }
+        let layout = std::alloc::Layout::array::<AtomicU64>(words).map_err(|_| oom.clone())?;
+        // SAFETY: `layout` has a non-zero size (words > 0).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
+        if p.is_null() {
+            return Err(oom);
+        }
+        // SAFETY: `p` is a fresh, zeroed allocation of `words` AtomicU64s made with the global
+        // allocator and this exact layout (as `Box<[AtomicU64]>` expects); all-zero bytes are a
+        // valid `AtomicU64`.
+        let words = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, words)) };
+        Ok(Store { words })
     }
 
     #[inline]
