@@ -9,4 +9,5 @@
 
 pub mod kernels;
 pub mod reference;
+pub mod shim;
 pub mod toolchain;

@@ -4,8 +4,9 @@
 //! each allocation into it: physical memory from `cuMemCreate`, mapped with `cuMemMap` and made
 //! accessible with `cuMemSetAccess`. Pointers therefore always lie in the window the session was
 //! granted, and could be re-mapped at the same addresses after a restore. Allocation sizes are
-//! rounded up to the driver's granularity (typically 2 MiB). Without VMM support, plain
-//! `cuMemAlloc` is used and the window is the whole address space.
+//! rounded up to the driver's granularity (typically 2 MiB). Without VMM support, the session's
+//! quota is allocated up front as one pool (`cuMemAlloc`) and sub-allocated, so pointers still
+//! lie in one window the client can tell from host pointers.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,30 +16,31 @@ use virtio_cuda::protocol::Status;
 use super::ffi;
 use crate::backend::{BResult, VaRange};
 
-struct Mapping {
-    handle: sys::CUmemGenericAllocationHandle,
-    size: u64,
-}
-
-enum Strategy {
+/// How the session's window is backed.
+enum Backing {
+    /// A reserved VA range; each allocation maps its own physical memory.
     Vmm {
         granularity: u64,
-        /// Free ranges of the window: start → length.
-        free: BTreeMap<u64, u64>,
-        maps: HashMap<u64, Mapping>,
+        handles: HashMap<u64, sys::CUmemGenericAllocationHandle>,
         prop: sys::CUmemAllocationProp,
         access: sys::CUmemAccessDesc,
     },
-    Plain {
-        allocs: HashMap<u64, u64>,
-    },
+    /// One `cuMemAlloc` of the quota, sub-allocated (GPUs/drivers without VMM support).
+    Pool,
 }
 
 pub(super) struct SessionMemory {
     window: VaRange,
-    strategy: Strategy,
+    backing: Backing,
+    /// Free ranges of the window: start → length.
+    free: BTreeMap<u64, u64>,
+    /// Live allocations: start → (rounded) length.
+    sizes: HashMap<u64, u64>,
     used: u64,
 }
+
+/// Alignment of pool sub-allocations (as `cudaMalloc`'s).
+const POOL_ALIGN: u64 = 256;
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
     v.checked_add(to - 1).map(|x| x / to * to)
@@ -53,18 +55,28 @@ impl SessionMemory {
         )
         .unwrap_or(0)
             != 0;
-        if !vmm {
-            return Ok(Self {
-                window: VaRange {
-                    base: 0,
-                    size: u64::MAX,
-                },
-                strategy: Strategy::Plain {
-                    allocs: HashMap::new(),
-                },
-                used: 0,
-            });
-        }
+        let (window, backing) = if vmm {
+            Self::reserve(dev, quota)?
+        } else {
+            let size =
+                round_up(quota.max(POOL_ALIGN), POOL_ALIGN).ok_or(Status::ERROR_INVALID_VALUE)?;
+            // SAFETY: valid out-pointer; the session's context is current.
+            let base: sys::CUdeviceptr =
+                ffi::out(|p| unsafe { sys::cuMemAlloc_v2(p, size as usize) })?;
+            (VaRange { base, size }, Backing::Pool)
+        };
+        let mut free = BTreeMap::new();
+        free.insert(window.base, window.size);
+        Ok(Self {
+            window,
+            backing,
+            free,
+            sizes: HashMap::new(),
+            used: 0,
+        })
+    }
+
+    fn reserve(dev: sys::CUdevice, quota: u64) -> BResult<(VaRange, Backing)> {
         // SAFETY: all-zero is a valid bit pattern for these plain C structs.
         let mut prop: sys::CUmemAllocationProp = unsafe { std::mem::zeroed() };
         prop.type_ = sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
@@ -90,19 +102,15 @@ impl SessionMemory {
         let base: sys::CUdeviceptr = ffi::out(|p| unsafe {
             sys::cuMemAddressReserve(p, size as usize, granularity as usize, 0, 0)
         })?;
-        let mut free = BTreeMap::new();
-        free.insert(base, size);
-        Ok(Self {
-            window: VaRange { base, size },
-            strategy: Strategy::Vmm {
+        Ok((
+            VaRange { base, size },
+            Backing::Vmm {
                 granularity,
-                free,
-                maps: HashMap::new(),
+                handles: HashMap::new(),
                 prop,
                 access,
             },
-            used: 0,
-        })
+        ))
     }
 
     pub(super) fn window(&self) -> VaRange {
@@ -115,91 +123,70 @@ impl SessionMemory {
     }
 
     pub(super) fn alloc(&mut self, size: u64) -> BResult<u64> {
-        match &mut self.strategy {
-            Strategy::Plain { allocs } => {
-                // SAFETY: valid out-pointer; the session's context is current.
-                let dptr: sys::CUdeviceptr =
-                    ffi::out(|p| unsafe { sys::cuMemAlloc_v2(p, size as usize) })?;
-                allocs.insert(dptr, size);
-                self.used += size;
-                Ok(dptr)
+        let align = match &self.backing {
+            Backing::Vmm { granularity, .. } => *granularity,
+            Backing::Pool => POOL_ALIGN,
+        };
+        let size = round_up(size.max(1), align).ok_or(Status::ERROR_OUT_OF_MEMORY)?;
+        let (&start, &len) = self
+            .free
+            .iter()
+            .find(|(_, &len)| len >= size)
+            .ok_or(Status::ERROR_OUT_OF_MEMORY)?;
+        if let Backing::Vmm {
+            handles,
+            prop,
+            access,
+            ..
+        } = &mut self.backing
+        {
+            // SAFETY: valid out-pointer and property struct.
+            let handle = ffi::out(|p| unsafe { sys::cuMemCreate(p, size as usize, prop, 0) })?;
+            // SAFETY: [start, start+size) lies in our reservation and is unmapped.
+            let mapped = ffi::call(|| unsafe { sys::cuMemMap(start, size as usize, 0, handle, 0) })
+                // SAFETY: the range was just mapped; `access` is a valid descriptor.
+                .and_then(|_| {
+                    ffi::call(|| unsafe { sys::cuMemSetAccess(start, size as usize, access, 1) })
+                });
+            if let Err(e) = mapped {
+                // SAFETY: unmapping a range we may have mapped.
+                let _ = ffi::call(|| unsafe { sys::cuMemUnmap(start, size as usize) });
+                // SAFETY: the handle came from cuMemCreate above.
+                let _ = ffi::call(|| unsafe { sys::cuMemRelease(handle) });
+                return Err(e);
             }
-            Strategy::Vmm {
-                granularity,
-                free,
-                maps,
-                prop,
-                access,
-            } => {
-                let size = round_up(size, *granularity).ok_or(Status::ERROR_OUT_OF_MEMORY)?;
-                let (&start, &len) = free
-                    .iter()
-                    .find(|(_, &len)| len >= size)
-                    .ok_or(Status::ERROR_OUT_OF_MEMORY)?;
-                // SAFETY: valid out-pointer and property struct.
-                let handle = ffi::out(|p| unsafe { sys::cuMemCreate(p, size as usize, prop, 0) })?;
-                // SAFETY: [start, start+size) lies in our reservation and is unmapped.
-                let mapped =
-                    ffi::call(|| unsafe { sys::cuMemMap(start, size as usize, 0, handle, 0) })
-                        // SAFETY: the range was just mapped; `access` is a valid descriptor.
-                        .and_then(|_| {
-                            ffi::call(|| unsafe {
-                                sys::cuMemSetAccess(start, size as usize, access, 1)
-                            })
-                        });
-                if let Err(e) = mapped {
-                    // SAFETY: unmapping a range we may have mapped, releasing our own handle.
-                    let _ = ffi::call(|| unsafe { sys::cuMemUnmap(start, size as usize) });
-                    // SAFETY: the handle came from cuMemCreate above.
-                    let _ = ffi::call(|| unsafe { sys::cuMemRelease(handle) });
-                    return Err(e);
-                }
-                free.remove(&start);
-                if len > size {
-                    free.insert(start + size, len - size);
-                }
-                maps.insert(start, Mapping { handle, size });
-                self.used += size;
-                Ok(start)
-            }
+            handles.insert(start, handle);
         }
+        self.free.remove(&start);
+        if len > size {
+            self.free.insert(start + size, len - size);
+        }
+        self.sizes.insert(start, size);
+        self.used += size;
+        Ok(start)
     }
 
     pub(super) fn free(&mut self, dptr: u64) -> BResult<()> {
-        match &mut self.strategy {
-            Strategy::Plain { allocs } => {
-                let size = allocs.remove(&dptr).ok_or(Status::ERROR_INVALID_VALUE)?;
-                // SAFETY: `dptr` came from cuMemAlloc and is freed once.
-                ffi::call(|| unsafe { sys::cuMemFree_v2(dptr) })?;
-                self.used -= size;
-                Ok(())
-            }
-            Strategy::Vmm { free, maps, .. } => {
-                let m = maps.remove(&dptr).ok_or(Status::ERROR_INVALID_VALUE)?;
-                // SAFETY: the mapping was created by `alloc` and is removed once.
-                ffi::call(|| unsafe { sys::cuMemUnmap(dptr, m.size as usize) })?;
-                // SAFETY: the handle came from cuMemCreate and is released once.
-                ffi::call(|| unsafe { sys::cuMemRelease(m.handle) })?;
-                self.used -= m.size;
-                insert_free(free, dptr, m.size);
-                Ok(())
-            }
+        let size = *self.sizes.get(&dptr).ok_or(Status::ERROR_INVALID_VALUE)?;
+        if let Backing::Vmm { handles, .. } = &mut self.backing {
+            let handle = handles.remove(&dptr).ok_or(Status::ERROR_INVALID_VALUE)?;
+            // SAFETY: the mapping was created by `alloc` and is removed once.
+            ffi::call(|| unsafe { sys::cuMemUnmap(dptr, size as usize) })?;
+            // SAFETY: the handle came from cuMemCreate and is released once.
+            ffi::call(|| unsafe { sys::cuMemRelease(handle) })?;
         }
+        self.sizes.remove(&dptr);
+        self.used -= size;
+        insert_free(&mut self.free, dptr, size);
+        Ok(())
     }
 
     /// `(base, size)` of the allocation containing `dptr`.
     pub(super) fn range_of(&self, dptr: u64) -> Option<(u64, u64)> {
-        let found = match &self.strategy {
-            Strategy::Plain { allocs } => allocs
-                .iter()
-                .find(|(&b, &s)| dptr >= b && dptr - b < s)
-                .map(|(&b, &s)| (b, s)),
-            Strategy::Vmm { maps, .. } => maps
-                .iter()
-                .find(|(&b, m)| dptr >= b && dptr - b < m.size)
-                .map(|(&b, m)| (b, m.size)),
-        };
-        found
+        self.sizes
+            .iter()
+            .find(|(&b, &s)| dptr >= b && dptr - b < s)
+            .map(|(&b, &s)| (b, s))
     }
 }
 
@@ -221,17 +208,20 @@ fn insert_free(free: &mut BTreeMap<u64, u64>, mut start: u64, mut len: u64) {
 
 impl Drop for SessionMemory {
     fn drop(&mut self) {
-        let addrs: Vec<u64> = match &self.strategy {
-            Strategy::Plain { allocs } => allocs.keys().copied().collect(),
-            Strategy::Vmm { maps, .. } => maps.keys().copied().collect(),
-        };
+        let addrs: Vec<u64> = self.sizes.keys().copied().collect();
         for a in addrs {
             let _ = self.free(a);
         }
-        if let Strategy::Vmm { .. } = self.strategy {
-            let w = self.window;
+        let w = self.window;
+        match self.backing {
             // SAFETY: the reservation is ours and everything in it is unmapped now.
-            let _ = ffi::call(|| unsafe { sys::cuMemAddressFree(w.base, w.size as usize) });
+            Backing::Vmm { .. } => {
+                let _ = ffi::call(|| unsafe { sys::cuMemAddressFree(w.base, w.size as usize) });
+            }
+            // SAFETY: the pool came from cuMemAlloc and is freed once.
+            Backing::Pool => {
+                let _ = ffi::call(|| unsafe { sys::cuMemFree_v2(w.base) });
+            }
         }
     }
 }

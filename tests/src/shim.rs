@@ -1,0 +1,51 @@
+//! Finding what the build produced for end-to-end tests: the profile directory, the shim
+//! (`libcuda.so.1` from guest-libcuda) and the `vcuda` binary.
+//!
+//! `cargo test --workspace` builds every workspace member's libraries and binaries before it
+//! runs tests, so both exist in the test binary's profile directory; when a test is run alone
+//! (`cargo test -p vcuda-tests`) they may not, and the helpers say how to build them.
+
+use std::path::{Path, PathBuf};
+
+/// `target/<profile>` of the running test binary (`target/<profile>/deps/<test>`).
+pub fn profile_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"))
+}
+
+/// A directory holding `libcuda.so.1` and `libcuda.so` links to the built shim, or the reason
+/// it is unavailable.
+pub fn shim_dir() -> Result<PathBuf, String> {
+    let lib = profile_dir().join("libcuda.so");
+    if !lib.is_file() {
+        return Err(format!(
+            "{} not built (run `cargo build -p guest-libcuda` first)",
+            lib.display()
+        ));
+    }
+    let dir = profile_dir().join("vcuda-shim");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for name in ["libcuda.so.1", "libcuda.so"] {
+        let link = dir.join(name);
+        if !link.exists() {
+            // Tests may race to create it; either link is fine.
+            let _ = std::os::unix::fs::symlink(&lib, &link);
+        }
+    }
+    Ok(dir)
+}
+
+/// The `vcuda` binary of this build, or the reason it is unavailable.
+pub fn vcuda_bin() -> Result<PathBuf, String> {
+    let bin = profile_dir().join("vcuda");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not built (run `cargo build -p vmm --bin vcuda` first)",
+            bin.display()
+        ))
+    }
+}
