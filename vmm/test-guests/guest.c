@@ -13,6 +13,9 @@
  *   smp           start vCPU 1 with INIT/SIPI/SIPI through the LAPIC (real-mode trampoline at
  *                 0x10000 that prints 'A' and sets a flag), needs --vcpus 2
  *   readline      read one line from COM1 (the host's stdin) and print "got: LINE"
+ *   pthigh        build page tables for the first 16 MiB just above 4 GiB and switch CR3 to them
+ *                 at once: page walks through RAM whose memory slot the VMM may still be
+ *                 registering (needs --mem > 4G); print, exit 0
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
@@ -249,11 +252,15 @@ static void virtio_mode(const char *cmdline) {
 /* ---- memtest ---- */
 static u64 pd_high[512] __attribute__((aligned(4096)));
 
-static void memtest_mode(void) {
-    /* Map 4..5 GiB: PDPT (at 0xa000, set up by the VMM) entry 4 -> our page directory. */
+/* Map 4..5 GiB: PDPT (at 0xa000, set up by the VMM) entry 4 -> our page directory. */
+static void map_above_4g(void) {
     for (u64 i = 0; i < 512; i++) pd_high[i] = ((4UL << 30) + (i << 21)) | 0x83;
     ((volatile u64 *)0xa000)[4] = (u64)pd_high | 3;
     u64 cr3; __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) :: "memory");
+}
+
+static void memtest_mode(void) {
+    map_above_4g();
     static const u64 addrs[] = { (1UL << 30) + 0x1000, 2UL << 30, (4UL << 30) + 0x2000 };
     for (int i = 0; i < 3; i++) {
         volatile u64 *p = (volatile u64 *)addrs[i];
@@ -297,6 +304,17 @@ static void smp_mode(void) {
     icr(1u << 24, 0x4600 | 0x10);
     for (u64 i = 0; i < 5000000 && !*flag; i++) barrier();
     check(*flag == 1, "application processor ran the trampoline");
+}
+
+/* ---- pthigh ---- */
+static void pthigh_mode(void) {
+    map_above_4g();
+    u64 *pml4 = (u64 *)((4UL << 30) + 0x10000), *pdpt = pml4 + 512, *pd = pml4 + 1024;
+    pml4[0] = (u64)pdpt | 3;
+    pdpt[0] = (u64)pd | 3;
+    for (u64 i = 0; i < 8; i++) pd[i] = (i << 21) | 0x83;     /* 0..16 MiB, 2 MiB pages */
+    __asm__ volatile("mov %0, %%cr3" ::"r"(pml4) : "memory");
+    puts("running on page tables above 4 GiB\n");
 }
 
 /* ---- info: e820 from boot_params, CPUs from the MP table ---- */
@@ -363,6 +381,9 @@ void guest_main(const u8 *boot_params) {
         }
         line[n] = 0;
         puts("got: "); puts(line); putc('\n');
+        exit_with(0);
+    } else if (word_is(mode, "pthigh")) {
+        pthigh_mode();
         exit_with(0);
     } else if (word_is(mode, "smp")) {
         smp_mode();

@@ -204,10 +204,8 @@ fn second_vcpu_starts_on_init_sipi() {
 }
 
 #[test]
-fn ram_beyond_the_eager_slot_works_from_the_first_instruction() {
+fn ram_above_the_mmio_gap_works_from_the_first_instruction() {
     require_kvm!();
-    // Memory above 1 GiB is registered with KVM in the background; accesses before that
-    // completes are served by the VMM from the same mapping.
     let o = vcuda_run(&[
         "--kernel",
         kernel(),
@@ -222,6 +220,29 @@ fn ram_beyond_the_eager_slot_works_from_the_first_instruction() {
     assert_eq!(
         stdout(&o).matches("ok RAM reads back").count(),
         3,
+        "{}",
+        stdout(&o)
+    );
+    assert_exit(&o, 0);
+}
+
+#[test]
+fn page_tables_above_4gib_work_from_the_first_instruction() {
+    require_kvm!();
+    // Regression: registering memory slots lazily made this guest triple-fault (page walks
+    // through memory without a slot).
+    let o = vcuda_run(&[
+        "--kernel",
+        kernel(),
+        "--mem",
+        "64G",
+        "--timeout",
+        "20",
+        "--",
+        "pthigh",
+    ]);
+    assert!(
+        stdout(&o).contains("running on page tables above 4 GiB"),
         "{}",
         stdout(&o)
     );

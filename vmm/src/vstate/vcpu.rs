@@ -8,7 +8,6 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tracing::{debug, warn};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::arch::x86_64::{cpuid, lapic, msr, regs};
@@ -100,8 +99,6 @@ pub struct VcpuRunner {
     pub io_bus: Arc<Bus>,
     pub mmio_bus: Arc<Bus>,
     pub exit: ExitSignal,
-    /// Guest RAM, for accesses to memory slots not yet registered with KVM.
-    pub mem: GuestMemoryMmap,
     /// Set by vCPU 0 just before its first KVM_RUN: VMM start → guest entry.
     pub entered: Arc<OnceLock<Duration>>,
     pub start: Instant,
@@ -144,25 +141,15 @@ impl VcpuRunner {
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                // Not a device: guest RAM whose memory slot is still being registered
-                // (`vm::EAGER_MEMORY`), or nothing (reads as all ones).
                 if !self.mmio_bus.read(addr, data) {
-                    match self.mem.read_slice(data, GuestAddress(addr)) {
-                        Ok(()) => debug!("vCPU {id}: RAM read at {addr:#x} before its slot"),
-                        Err(_) => {
-                            debug!("vCPU {id}: read of unmapped MMIO {addr:#x}");
-                            data.fill(0xff);
-                        }
-                    }
+                    debug!("vCPU {id}: read of unmapped MMIO {addr:#x}");
+                    data.fill(0xff);
                 }
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 if !self.mmio_bus.write(addr, data) {
-                    match self.mem.write_slice(data, GuestAddress(addr)) {
-                        Ok(()) => debug!("vCPU {id}: RAM write at {addr:#x} before its slot"),
-                        Err(_) => debug!("vCPU {id}: write to unmapped MMIO {addr:#x}"),
-                    }
+                    debug!("vCPU {id}: write to unmapped MMIO {addr:#x}");
                 }
                 None
             }

@@ -105,7 +105,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
     if config.boot_timer {
         let ms = |d: std::time::Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
         if let Some(d) = report.guest_entry {
-            eprintln!("vcuda: boot-timer: guest entry {} after VMM start", ms(d));
+            eprintln!(
+                "vcuda: boot-timer: guest entry {} after VMM start ({} in KVM memory-slot setup)",
+                ms(d),
+                ms(report.memory_slots)
+            );
         }
         // The write itself was reported by the boot-timer device when it happened.
         if report.boot_timer.is_none() {
