@@ -534,9 +534,9 @@ impl Md2 {
     }
 
     fn compress(&mut self, block: &[u8; 16]) {
-        for j in 0..16 {
-            self.x[16 + j] = block[j];
-            self.x[32 + j] = self.x[j] ^ block[j];
+        for (j, &b) in block.iter().enumerate() {
+            self.x[16 + j] = b;
+            self.x[32 + j] = self.x[j] ^ b;
         }
         let mut t = 0u8;
         for round in 0..18u8 {
@@ -547,9 +547,9 @@ impl Md2 {
             t = t.wrapping_add(round);
         }
         let mut l = self.checksum[15];
-        for j in 0..16 {
-            self.checksum[j] ^= PI_SUBST[(block[j] ^ l) as usize];
-            l = self.checksum[j];
+        for (c, &b) in self.checksum.iter_mut().zip(block) {
+            *c ^= PI_SUBST[(b ^ l) as usize];
+            l = *c;
         }
     }
 

@@ -7,7 +7,7 @@ use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, OnceLock};
 
-use tracing::{trace, warn};
+use tracing::{debug, warn};
 use virtio_cuda::protocol::Status;
 
 use crate::driver::R;
@@ -15,11 +15,12 @@ use crate::types::CUresult;
 
 /// Runs one driver-API call.
 pub fn guard(name: &'static str, body: impl FnOnce() -> R<()>) -> CUresult {
-    trace!(call = name);
+    crate::driver::init_logging();
+    debug!(call = name);
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => Status::SUCCESS.0,
         Ok(Err(s)) => {
-            trace!(call = name, status = %s, "failed");
+            debug!(call = name, status = %s, "failed");
             s.0
         }
         Err(_) => {

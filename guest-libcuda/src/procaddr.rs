@@ -248,8 +248,7 @@ pub fn lookup(name: &str, version: i32, flags: u64) -> Lookup {
         let pick = |pt: bool| {
             variants
                 .iter()
-                .filter(|e| e.per_thread == pt && e.version <= version)
-                .next_back()
+                .rfind(|e| e.per_thread == pt && e.version <= version)
         };
         let per_thread = flags & PER_THREAD_DEFAULT_STREAM != 0;
         let found = if per_thread {

@@ -200,3 +200,20 @@ fn killed_client_does_not_disturb_another() {
     }
     panic!("killed client's session not freed: {:?}", exec.stats());
 }
+
+/// The shim's micro-benchmarks (docs/BENCHMARKS.md, "Shim"); run with
+/// `cargo test --release -p vcuda-tests --test shim_programs shim_bench -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn shim_bench() {
+    let Some(shim) = shim_dir() else { return };
+    let ptx = require_toolchain!(toolchain::compile_ptx(
+        &program("driver_kernels.cu"),
+        toolchain::DEFAULT_ARCH
+    ));
+    let ptx_path = profile_dir().join("vcuda-bench_kernels.ptx");
+    std::fs::write(&ptx_path, ptx).expect("write ptx");
+    let prog = require_toolchain!(compile_driver_program(&shim, "shim_bench"));
+    let out = run_passes(&shim, &prog, &[ptx_path.to_str().expect("utf-8 path")]);
+    println!("{out}");
+}
