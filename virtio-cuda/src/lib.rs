@@ -8,3 +8,5 @@ pub mod client;
 pub mod device;
 pub mod protocol;
 pub mod service;
+#[cfg(feature = "device")]
+pub mod vhost_user;

@@ -4,8 +4,10 @@
 //! fire-and-forget calls without waiting and blocks only for synchronous ones. Transports carry
 //! whole frames; [`unix::UnixTransport`] is the socket transport used by host-only mode and tests.
 
+pub mod batch;
 pub mod context;
 pub mod unix;
+pub mod virtio;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -8,6 +8,7 @@ mod executor_cmd;
 mod image_cmd;
 mod run_cmd;
 mod size;
+mod vhost_user_cmd;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Build and inspect guest images.
     Image(image_cmd::ImageArgs),
+    /// Serve the virtio-cuda device to a vhost-user frontend (User-Mode Linux, QEMU, crosvm).
+    VhostUser(vhost_user_cmd::VhostUserArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Executor(args) => executor_cmd::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Image(args) => image_cmd::run(args),
+        Command::VhostUser(args) => vhost_user_cmd::run(args),
     };
     match result {
         Ok(code) => code,

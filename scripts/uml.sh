@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# User-Mode Linux harness: a real Linux 6.1 kernel as a host process, for testing the guest side
+# of virtio-cuda (the vcuda.ko module and the shim's virtio transport) without KVM.
+#
+#   scripts/uml.sh setup                 # install/verify the UML kernel and its build tree (cached)
+#   scripts/uml.sh env                   # print `export` lines (VCUDA_UML_LINUX, VCUDA_UML_KSRC, …)
+#   scripts/uml.sh module [OUTDIR]       # build guest/module/vcuda.ko for UML; prints its path
+#   scripts/uml.sh run --socket SOCK [--module KO] [--mem 256M] [--timeout 60] -- PROG [ARGS…]
+#                                        # boot UML with a hostfs root and the vhost-user device at
+#                                        # SOCK (id 0xC0DA), insmod KO, run PROG; exit with its status
+#
+# Everything is cached under $VCUDA_CACHE/uml (default ~/.cache/vcuda/uml); setup is idempotent
+# (seconds when cached, ~1–2 min on a fresh machine). Packages: user-mode-linux (the kernel,
+# Debian's config), linux-source-6.1 at the same version (headers for modules), busybox-static
+# (the guest's insmod/mount/poweroff), flex and bison (apt-get install; the kernel's build needs
+# them). See docs/VIRTIO.md.
+set -euo pipefail
+
+CACHE="${VCUDA_CACHE:-$HOME/.cache/vcuda}/uml"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STAMP_VERSION=v1
+# The virtio device id of virtio-cuda (0xC0DA).
+DEVICE_ID=49370
+
+log() { printf '[uml] %s\n' "$*" >&2; }
+die() {
+  printf '[uml] error: %s\n' "$*" >&2
+  exit 1
+}
+
+uml_linux() { echo "$CACHE/root/usr/bin/linux.uml"; }
+busybox() { echo "$CACHE/root/bin/busybox"; }
+ksrc() { echo "$CACHE/src"; }
+
+# The kernel version the UML package was built from (e.g. 6.1.176).
+uml_kernel_version() {
+  ls "$CACHE/root/usr/lib/uml/modules" 2>/dev/null | grep -E '^6\.1\.[0-9]+$' | head -1
+}
+
+fetch_debs() {
+  mkdir -p "$CACHE/debs" "$CACHE/root"
+  cd "$CACHE/debs"
+  if ! ls user-mode-linux_*.deb >/dev/null 2>&1; then
+    log "downloading user-mode-linux"
+    apt-get download user-mode-linux >&2 || die "apt-get download user-mode-linux failed (no Debian apt sources?)"
+  fi
+  if ! ls busybox-static_*.deb >/dev/null 2>&1; then
+    log "downloading busybox-static"
+    apt-get download busybox-static >&2 || die "apt-get download busybox-static failed"
+  fi
+  if [[ ! -x "$(uml_linux)" ]]; then
+    dpkg-deb -x user-mode-linux_*.deb "$CACHE/root"
+  fi
+  if [[ ! -x "$(busybox)" ]]; then
+    dpkg-deb -x busybox-static_*.deb "$CACHE/root"
+  fi
+  local ver
+  ver=$(uml_kernel_version)
+  [[ -n "$ver" ]] || die "cannot tell the UML kernel version from its changelog"
+  echo "$ver" >"$CACHE/kernel-version"
+  if ! ls linux-source-6.1_*.deb >/dev/null 2>&1; then
+    log "downloading linux-source-6.1=$ver-1 (the UML kernel's version)"
+    apt-get download "linux-source-6.1=$ver-1" >&2 ||
+      apt-get download linux-source-6.1 >&2 ||
+      die "apt-get download linux-source-6.1 failed"
+  fi
+}
+
+install_build_tools() {
+  local missing=()
+  for t in flex bison make gcc bc; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 ||
+      die "cannot install ${missing[*]}: run as root with apt sources, or install them yourself"
+  fi
+}
+
+prepare_source() {
+  local stamp="$CACHE/.src-prepared-$STAMP_VERSION"
+  [[ -f "$stamp" && -f "$(ksrc)/Makefile" ]] && return
+  local ver
+  ver=$(cat "$CACHE/kernel-version")
+  log "unpacking linux-source-6.1 and preparing it for ARCH=um (~1 min)"
+  rm -rf "$(ksrc)" "$CACHE/srcdeb"
+  mkdir -p "$CACHE/srcdeb" "$(ksrc)"
+  dpkg-deb -x "$(ls "$CACHE"/debs/linux-source-6.1_*.deb | head -1)" "$CACHE/srcdeb"
+  # Only what a module build needs (Documentation/Kconfig is sourced by the config step).
+  tar -xf "$CACHE"/srcdeb/usr/src/linux-source-6.1.tar.xz -C "$(ksrc)" --strip-components=1 \
+    --exclude='linux-source-6.1/Documentation/[!K]*' --exclude='linux-source-6.1/tools/testing'
+  rm -rf "$CACHE/srcdeb"
+  # Match the UML kernel's vermagic exactly (the source package may be a newer point release).
+  sed -i "s/^SUBLEVEL = .*/SUBLEVEL = ${ver##*.}/" "$(ksrc)/Makefile"
+  zcat "$CACHE/root/usr/share/doc/user-mode-linux/config.gz" >"$(ksrc)/.config"
+  make -s -C "$(ksrc)" ARCH=um olddefconfig >&2
+  make -s -C "$(ksrc)" ARCH=um modules_prepare >&2
+  touch "$stamp"
+}
+
+cmd_setup() {
+  command -v apt-get >/dev/null || die "apt-get not found: UML setup needs a Debian/Ubuntu host"
+  fetch_debs
+  install_build_tools
+  prepare_source
+  log "ready: $(uml_linux) (kernel $(cat "$CACHE/kernel-version")), build tree $(ksrc)"
+}
+
+cmd_env() {
+  echo "export VCUDA_UML_LINUX='$(uml_linux)'"
+  echo "export VCUDA_UML_KSRC='$(ksrc)'"
+  echo "export VCUDA_UML_BUSYBOX='$(busybox)'"
+}
+
+# Builds the module out of tree (the source directory stays clean); prints the .ko path.
+cmd_module() {
+  local out="${1:-$CACHE/module}"
+  [[ -f "$CACHE/.src-prepared-$STAMP_VERSION" ]] || cmd_setup
+  mkdir -p "$out"
+  cp "$REPO"/guest/module/vcuda.c "$REPO"/guest/module/vcuda_uapi.h "$REPO"/guest/module/Kbuild "$out/"
+  make -s -C "$(ksrc)" ARCH=um M="$out" modules >&2 2> >(grep -v 'Module.symvers is missing' >&2)
+  echo "$out/vcuda.ko"
+}
+
+cmd_run() {
+  local sock="" module="" mem=256M timeout=60
+  while (($#)); do
+    case "$1" in
+      --socket) sock="$2"; shift 2 ;;
+      --module) module="$2"; shift 2 ;;
+      --mem) mem="$2"; shift 2 ;;
+      --timeout) timeout="$2"; shift 2 ;;
+      --) shift; break ;;
+      *) die "unknown option $1" ;;
+    esac
+  done
+  (($#)) || die "usage: uml.sh run --socket SOCK [--module KO] -- PROG [ARGS...]"
+  [[ -x "$(uml_linux)" ]] || die "UML is not set up: run scripts/uml.sh setup"
+  local work
+  work=$(mktemp -d "${TMPDIR:-/tmp}/vcuda-uml.XXXXXX")
+  # The guest's /init: mount what a program needs, load the module, run the program, record its
+  # exit status on the host (hostfs), power off.
+  {
+    echo "#!$(busybox) sh"
+    echo "bb=$(busybox)"
+    echo '$bb mount -t proc proc /proc 2>/dev/null'
+    echo '$bb mount -t sysfs sysfs /sys 2>/dev/null'
+    echo '$bb mount -t devtmpfs devtmpfs /dev 2>/dev/null'
+    echo "cd '$PWD'"
+    if [[ -n "$module" ]]; then
+      echo "if ! \$bb insmod '$module'; then echo 'insmod failed' >&2; echo 125 >'$work/status'; \$bb poweroff -f; fi"
+    fi
+    printf 'export VCUDA_IN_UML=1 PATH=/usr/bin:/bin\n'
+    printf '%q ' "$@"
+    echo
+    echo "echo \$? >'$work/status'"
+    echo '$bb sync'
+    echo '$bb poweroff -f'
+  } >"$work/init"
+  chmod +x "$work/init"
+  local dev=""
+  [[ -n "$sock" ]] && dev="virtio_uml.device=$sock:$DEVICE_ID"
+  # con0 on stdin/stdout carries the guest console (kernel messages and the program's output).
+  # Guest RAM is a file in $TMPDIR: prefer tmpfs.
+  local memdir="$work"
+  [[ -d /dev/shm && -w /dev/shm ]] && memdir=/dev/shm
+  TMPDIR="$memdir" timeout --foreground -k 5 "$timeout" "$(uml_linux)" \
+    mem="$mem" root=/dev/root rootfstype=hostfs rootflags=/ rw quiet \
+    init="$work/init" con=null con0=null,fd:1 $dev </dev/null || true
+  local status=124
+  [[ -f "$work/status" ]] && status=$(cat "$work/status")
+  rm -rf "$work"
+  exit "$status"
+}
+
+case "${1:-}" in
+  setup) shift; cmd_setup "$@" ;;
+  env) shift; cmd_env ;;
+  module) shift; cmd_module "$@" ;;
+  run) shift; cmd_run "$@" ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,293 @@
+//! virtio-cuda end to end in a real Linux kernel, without KVM: User-Mode Linux (Debian's
+//! `user-mode-linux` 6.1) boots with a hostfs root and the device attached through
+//! `vcuda vhost-user`; inside it, `guest/module/vcuda.ko` binds the device and this very test
+//! binary runs [`guest_side`] over `/dev/vcuda0` (the shim's virtio transport).
+//!
+//! Needs: `scripts/uml.sh setup` (run here; downloads and caches under ~/.cache/vcuda/uml, uses
+//! apt-get) and the `vcuda` binary of this build (`cargo build -p vmm --bin vcuda`; `cargo test
+//! --workspace` builds it). Without them the test says why and passes as skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use virtio_cuda::client::virtio::VirtioTransport;
+use virtio_cuda::client::{Client, KernelArg};
+use virtio_cuda::protocol::{self as p, Sink, Source, Status};
+
+/// Set by the guest's init script: this process runs inside UML.
+const IN_GUEST: &str = "VCUDA_IN_UML";
+/// Printed by the guest side when everything passed.
+const OK_MARKER: &str = "vcuda-uml: all checks passed";
+
+const DEMO_PTX: &str = include_str!("../../vmm/src/bin/vcuda/demo/demo.ptx");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// `target/<profile>` of this test binary.
+fn profile_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"))
+}
+
+fn skip(reason: &str) {
+    eprintln!("SKIPPED uml_virtio: {reason}");
+}
+
+/// Installs/verifies UML and builds the module; returns the module's path.
+fn prepare_uml() -> Result<PathBuf, String> {
+    if std::env::var_os("VCUDA_SKIP_UML").is_some() {
+        return Err("VCUDA_SKIP_UML is set".into());
+    }
+    let script = repo().join("scripts/uml.sh");
+    let setup = Command::new(&script)
+        .arg("setup")
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !setup.status.success() {
+        return Err(format!(
+            "UML setup failed: {}",
+            String::from_utf8_lossy(&setup.stderr).trim()
+        ));
+    }
+    let out_dir = profile_dir().join("uml-module");
+    let build = Command::new(&script)
+        .arg("module")
+        .arg(&out_dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !build.status.success() {
+        // The module is ours: a build failure is a test failure, not a skip.
+        panic!(
+            "building guest/module for UML failed:\n{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+    }
+    Ok(out_dir.join("vcuda.ko"))
+}
+
+/// The `vhost-user` backend process; killed on drop.
+struct Backend {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Backend {
+    fn start() -> Result<Self, String> {
+        let bin = profile_dir().join("vcuda");
+        if !bin.is_file() {
+            return Err(format!(
+                "{} not built (run `cargo build -p vmm --bin vcuda`)",
+                bin.display()
+            ));
+        }
+        let dir = std::env::temp_dir().join(format!("vcuda-uml-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let socket = dir.join("vcuda.sock");
+        let child = Command::new(bin)
+            .args(["vhost-user", "--backend", "cpu", "--socket"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start vcuda vhost-user: {e}"))?;
+        let b = Backend { child, socket, dir };
+        let t0 = Instant::now();
+        while !b.socket.exists() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                panic!("vcuda vhost-user did not create {}", b.socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(b)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Boots UML with the device and module and runs `args` in it; returns (exit status, console).
+fn boot(socket: &Path, module: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(repo().join("scripts/uml.sh"))
+        .arg("run")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--module")
+        .arg(module)
+        .args(["--timeout", "300", "--"])
+        .args(args)
+        .output()
+        .expect("scripts/uml.sh run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn cuda_calls_through_the_guest_driver_in_user_mode_linux() {
+    if std::env::var_os(IN_GUEST).is_some() {
+        return; // inside the guest only `guest_side` runs
+    }
+    let module = match prepare_uml() {
+        Ok(m) => m,
+        Err(reason) => return skip(&reason),
+    };
+    let backend = match Backend::start() {
+        Ok(b) => b,
+        Err(reason) => return skip(&reason),
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    let t0 = Instant::now();
+    let (status, console) = boot(
+        &backend.socket,
+        &module,
+        &[
+            exe.to_str().expect("utf-8 path"),
+            "guest_side",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    let elapsed = t0.elapsed();
+    eprintln!("--- UML console ({elapsed:.1?}) ---\n{console}\n--- end ---");
+    assert_eq!(status, 0, "guest program failed (status {status})");
+    assert!(
+        console.contains(OK_MARKER),
+        "guest did not finish its checks"
+    );
+    assert!(
+        console.contains("hello from block 1 of 2"),
+        "device printf output did not reach the guest"
+    );
+}
+
+/// The guest half: runs only inside UML (the init script sets `VCUDA_IN_UML`).
+#[test]
+fn guest_side() {
+    if std::env::var_os(IN_GUEST).is_none() {
+        return;
+    }
+    let t = VirtioTransport::open_default().expect("open /dev/vcuda0");
+    let client = Client::new(Box::new(t.clone()), "uml_virtio").expect("Hello");
+    let init = client.call(&p::Init { flags: 0 }).expect("Init");
+    println!(
+        "vcuda-uml: session {} backend {} driver {} devices {}",
+        client.hello().session_id,
+        client.hello().backend,
+        init.driver_version,
+        init.device_count
+    );
+    assert!(init.device_count >= 1);
+    let ctx = client.create_context(0).expect("CtxCreate");
+    let c = ctx.handle();
+
+    // H2D through a data window (the guest's own pages), D2H through a window and inline.
+    let len = VirtioTransport::MAX_WINDOW;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let dptr = ctx.alloc(len as u64).expect("MemAlloc");
+    let mut frame = Vec::new();
+    p::encode_call(
+        0x8000_0001,
+        &p::MemcpyHtoD {
+            ctx: c,
+            stream: 0,
+            dst: dptr,
+            src: Source::Shm {
+                offset: 0,
+                len: len as u64,
+            },
+        },
+        &mut frame,
+    );
+    t.send_with_data(&frame, &data).expect("H2D window");
+    let mut back = vec![0u8; len];
+    frame.clear();
+    p::encode_call(
+        0x8000_0002,
+        &p::MemcpyDtoH {
+            ctx: c,
+            stream: 0,
+            src: dptr,
+            len: len as u64,
+            dst: Sink::Shm {
+                offset: 0,
+                len: len as u64,
+            },
+        },
+        &mut frame,
+    );
+    let reply = t
+        .call_with_data(&frame, 0x8000_0002, &[], &mut back)
+        .expect("D2H window");
+    assert_eq!(reply.status, Status::SUCCESS);
+    assert!(back == data, "D2H window differs from what was written");
+    assert_eq!(
+        ctx.read(dptr + 4096, 8192).expect("D2H inline"),
+        data[4096..12288]
+    );
+    println!("vcuda-uml: {len}-byte H2D/D2H through data windows ok");
+
+    // A kernel launch on the executor's backend.
+    let module = ctx.load_module(DEMO_PTX.as_bytes()).expect("ModuleLoad");
+    let vadd = module.function("vadd").expect("vadd");
+    let n = 1000usize;
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| 2.0 * i as f32).collect();
+    let (da, db) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
+    let dc = ctx.alloc((n * 4) as u64).unwrap();
+    vadd.launch(
+        [(n as u32).div_ceil(128), 1, 1],
+        [128, 1, 1],
+        0,
+        &[
+            KernelArg::Ptr(da),
+            KernelArg::Ptr(db),
+            KernelArg::Ptr(dc),
+            KernelArg::I32(n as i32),
+        ],
+    )
+    .expect("launch");
+    let cv: Vec<f32> = ctx.download(dc, n).expect("download");
+    for i in 0..n {
+        assert_eq!(cv[i], 3.0 * i as f32, "c[{i}]");
+    }
+    println!("vcuda-uml: vadd of {n} elements ok");
+    let hello = module.function("hello").expect("hello");
+    hello
+        .launch([2, 1, 1], [1, 1, 1], 0, &[KernelArg::I32(2)])
+        .expect("hello");
+    ctx.synchronize().expect("synchronize");
+
+    // Sync null-call round trips through the ring.
+    let mut times = Vec::new();
+    for _ in 0..500 {
+        let t0 = Instant::now();
+        client.call(&p::MemGetInfo { ctx: c }).expect("MemGetInfo");
+        times.push(t0.elapsed());
+    }
+    times.sort();
+    println!(
+        "vcuda-uml: sync call round trip p50 {:?} p99 {:?} (500 MemGetInfo)",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    ctx.free(dptr).expect("MemFree");
+    println!("{OK_MARKER}");
+}

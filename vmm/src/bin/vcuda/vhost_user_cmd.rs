@@ -1,0 +1,57 @@
+//! `vcuda vhost-user`: the virtio-cuda device as a vhost-user backend, for frontends other than
+//! our VMM (User-Mode Linux's `virtio_uml`, QEMU, crosvm, Cloud Hypervisor).
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use host_executor::cpu::CpuConfig;
+use host_executor::select::{open_backend, BackendChoice};
+use host_executor::{Executor, ExecutorConfig};
+use virtio_cuda::vhost_user::VhostUserBackend;
+
+use crate::executor_cmd::BackendKind;
+use crate::size::parse_size;
+
+/// Arguments of `vcuda vhost-user`.
+///
+/// Example with User-Mode Linux:
+///   vcuda vhost-user --socket /tmp/vcuda.sock &
+///   linux.uml … virtio_uml.device=/tmp/vcuda.sock:49370
+/// (49370 = 0xC0DA, the virtio-cuda device id). Frontends are served one after another; each
+/// disconnect closes the guest's sessions.
+#[derive(Debug, clap::Args)]
+pub struct VhostUserArgs {
+    /// Unix socket to listen on for the vhost-user frontend (removed first if it exists).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Backend of the in-process executor.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Device-memory quota of each guest session (e.g. 512M, 4G).
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    pub quota: u64,
+}
+
+pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let selected = open_backend(BackendChoice::from(args.backend), CpuConfig::default())?;
+    if let Some(note) = &selected.note {
+        eprintln!("vcuda vhost-user: {note}");
+    }
+    let name = selected.backend.name();
+    let executor = Executor::new(
+        selected.backend,
+        ExecutorConfig {
+            session_quota: args.quota,
+        },
+    );
+    let _ = std::fs::remove_file(&args.socket);
+    let listener = UnixListener::bind(&args.socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.socket.display()))?;
+    eprintln!(
+        "vcuda vhost-user: serving {} (device id 0xC0DA, backend {name})",
+        args.socket.display()
+    );
+    VhostUserBackend::new(executor).serve(&listener)?;
+    Ok(ExitCode::SUCCESS)
+}
