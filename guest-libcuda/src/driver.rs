@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::{debug, warn};
-use virtio_cuda::client::{Client, ClientError};
+use virtio_cuda::client::batch::{BatchConfig, BatchTransport};
+use virtio_cuda::client::{Client, ClientError, UnixTransport};
 use virtio_cuda::protocol::{self as p, Call, DeviceInfoReply, FuncInfo, InitReply, Status};
 
 /// Results inside the shim: a CUDA status on failure.
@@ -174,7 +175,10 @@ fn connect() -> Result<Driver, ConnectError> {
     let name = std::env::args()
         .next()
         .unwrap_or_else(|| "libcuda".to_string());
-    let client = Client::connect_unix(&path, &name)
+    let client = UnixTransport::connect(std::path::Path::new(&path))
+        .and_then(|t| BatchTransport::new(t, BatchConfig::default()))
+        .map_err(ClientError::from)
+        .and_then(|t| Client::new(Box::new(t), &name))
         .map_err(|source| ConnectError::Connect { path, source })?;
     let init = client
         .call(&p::Init { flags: 0 })
