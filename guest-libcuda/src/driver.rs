@@ -12,7 +12,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWrit
 
 use tracing::{debug, warn};
 use virtio_cuda::client::batch::{BatchConfig, BatchTransport};
-use virtio_cuda::client::{Client, ClientError, UnixTransport};
+use virtio_cuda::client::virtio::VirtioTransport;
+use virtio_cuda::client::{Client, ClientError, Transport, UnixTransport};
 use virtio_cuda::protocol::{self as p, Call, DeviceInfoReply, FuncInfo, InitReply, Status};
 
 /// Results inside the shim: a CUDA status on failure.
@@ -130,7 +131,7 @@ thread_local! {
 /// Why the executor could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{EXECUTOR_ENV} is not set (run the program with `vcuda exec -- prog`)")]
+    #[error("{EXECUTOR_ENV} is not set and there is no virtio-cuda device (run the program with `vcuda exec -- prog`)")]
     NoExecutor,
     #[error("cannot open a session on {path}: {source}")]
     Connect {
@@ -170,16 +171,36 @@ pub fn init_logging() {
     });
 }
 
+/// The transport to the executor: the unix socket `VCUDA_EXECUTOR` names (host-only mode,
+/// fire-and-forget frames batched), else the virtio-cuda device node inside a VM.
+fn transport() -> Result<(Box<dyn Transport>, String), ConnectError> {
+    if let Ok(path) = std::env::var(EXECUTOR_ENV) {
+        let t = UnixTransport::connect(std::path::Path::new(&path))
+            .and_then(|t| BatchTransport::new(t, BatchConfig::default()))
+            .map_err(|e| ConnectError::Connect {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        return Ok((Box::new(t), path));
+    }
+    if VirtioTransport::available() {
+        let path = VirtioTransport::device_path().display().to_string();
+        let t = VirtioTransport::open_default().map_err(|e| ConnectError::Connect {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        return Ok((Box::new(t), path));
+    }
+    Err(ConnectError::NoExecutor)
+}
+
 fn connect() -> Result<Driver, ConnectError> {
-    let path = std::env::var(EXECUTOR_ENV).map_err(|_| ConnectError::NoExecutor)?;
+    let (transport, path) = transport()?;
     let name = std::env::args()
         .next()
         .unwrap_or_else(|| "libcuda".to_string());
-    let client = UnixTransport::connect(std::path::Path::new(&path))
-        .and_then(|t| BatchTransport::new(t, BatchConfig::default()))
-        .map_err(ClientError::from)
-        .and_then(|t| Client::new(Box::new(t), &name))
-        .map_err(|source| ConnectError::Connect { path, source })?;
+    let client =
+        Client::new(transport, &name).map_err(|source| ConnectError::Connect { path, source })?;
     let init = client
         .call(&p::Init { flags: 0 })
         .map_err(|source| ConnectError::Call {

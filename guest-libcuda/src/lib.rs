@@ -11,7 +11,8 @@
 //! * [`export_table`]: `cuGetExportTable`, the private tables cudart needs,
 //! * [`ffi`], [`types`]: the C boundary (panic guard, pointer checks) and C types.
 //!
-//! The executor is found through `VCUDA_EXECUTOR` (a unix socket; `vcuda exec` sets it).
+//! The executor is found through `VCUDA_EXECUTOR` (a unix socket; `vcuda exec` sets it), or,
+//! inside a VM, through the virtio-cuda device node (`/dev/vcuda0`, or `VCUDA_DEVICE`).
 
 #![allow(non_snake_case)]
 // The exported functions are unsafe because C callers pass raw pointers; their contract is
