@@ -68,5 +68,23 @@ case "${1:-}" in
     ;;
 esac
 
+# Optional: User-Mode Linux for the guest-side virtio tests (tests/tests/uml_virtio.rs). A
+# failure here only means those tests skip; say why and go on.
+install_uml() {
+  if [[ -n "${VCUDA_SKIP_UML:-}" ]]; then
+    log "User-Mode Linux: skipped (VCUDA_SKIP_UML is set)"
+    return
+  fi
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  if "$here/uml.sh" setup; then
+    log "User-Mode Linux: ok (uml_virtio tests will run)"
+  else
+    log "User-Mode Linux: unavailable, the uml_virtio tests will skip (see the error above;"
+    log "  it needs a Debian/Ubuntu host with apt-get and root for flex/bison)"
+  fi
+}
+
 install_cuda_toolchain
+install_uml
 print_env
