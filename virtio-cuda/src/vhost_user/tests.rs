@@ -138,7 +138,12 @@ fn state(index: u32, num: u32) -> Vec<u8> {
 }
 
 /// Handshake as UML 6.1 does it, memory table with room for two regions.
-fn handshake(fe: &mut Frontend, mem_file: &File, q: &MockSplitQueue<GuestMemoryMmap>) -> [File; 2] {
+fn handshake(
+    fe: &mut Frontend,
+    mem_file: &File,
+    q: &MockSplitQueue<GuestMemoryMmap>,
+    size: u32,
+) -> [File; 2] {
     let features = fe.get_u64(m::Request::GetFeatures);
     assert_ne!(features & F_PROTOCOL_FEATURES, 0);
     fe.send(m::Request::SetFeatures, 0, &features.to_le_bytes(), &[]);
@@ -174,7 +179,7 @@ fn handshake(fe: &mut Frontend, mem_file: &File, q: &MockSplitQueue<GuestMemoryM
     assert_eq!(fe.acked(m::Request::SetMemTable, &table, &[mem_file]), 0);
 
     let uva = |gpa: GuestAddress| gpa.0 - GPA_BASE + UVA_BASE;
-    assert_eq!(fe.acked(m::Request::SetVringNum, &state(0, 16), &[]), 0);
+    assert_eq!(fe.acked(m::Request::SetVringNum, &state(0, size), &[]), 0);
     let addr = VringAddr {
         index: 0,
         flags: 0,
@@ -201,16 +206,10 @@ fn handshake(fe: &mut Frontend, mem_file: &File, q: &MockSplitQueue<GuestMemoryM
 
 #[test]
 fn uml_style_handshake_and_a_request_through_the_queue() {
-    let mem_file = memfd(MEM_SIZE);
-    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
-        GuestAddress(GPA_BASE),
-        MEM_SIZE as usize,
-        Some(FileOffset::new(mem_file.try_clone().unwrap(), 0)),
-    )])
-    .unwrap();
+    let (mem_file, mem) = shared_memory();
     let q = MockSplitQueue::create(&mem, GuestAddress(RING), 16);
     let mut fe = Frontend::start();
-    let [mut kick, mut call] = handshake(&mut fe, &mem_file, &q);
+    let [mut kick, mut call] = handshake(&mut fe, &mem_file, &q, 16);
 
     // One Hello request: envelope + frame readable, a response buffer writable.
     let mut frame = Envelope {
@@ -251,6 +250,112 @@ fn uml_style_handshake_and_a_request_through_the_queue() {
     fe.send(m::Request::GetVringBase, 0, &state(0, 0), &[]);
     let base = VringState::decode(&fe.reply(m::Request::GetVringBase)).unwrap();
     assert_eq!(base.num, 1);
+    fe.finish().unwrap();
+}
+
+fn shared_memory() -> (File, GuestMemoryMmap) {
+    let mem_file = memfd(MEM_SIZE);
+    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+        GuestAddress(GPA_BASE),
+        MEM_SIZE as usize,
+        Some(FileOffset::new(mem_file.try_clone().unwrap(), 0)),
+    )])
+    .unwrap();
+    (mem_file, mem)
+}
+
+/// Waits until the used index reaches `idx`.
+fn wait_used(q: &MockSplitQueue<GuestMemoryMmap>, idx: u16) {
+    let t0 = std::time::Instant::now();
+    while q.used().idx().load() != idx {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "used index stuck at {} (want {idx})",
+            q.used().idx().load()
+        );
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+#[test]
+fn hostile_chains_complete_empty_and_the_device_lives_on() {
+    let (mem_file, mem) = shared_memory();
+    let q = MockSplitQueue::create(&mem, GuestAddress(RING), 64);
+    let mut fe = Frontend::start();
+    let [mut kick, _call] = handshake(&mut fe, &mem_file, &q, 64);
+    let d = |addr: u64, len: u32, flags: u16, next: u16| {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+    };
+    const NEXT: u16 = 1;
+    const WRITE: u16 = 2;
+    let outside = GPA_BASE + MEM_SIZE + 0x1000;
+    let chains: Vec<(u16, Vec<RawDescriptor>)> = vec![
+        // Outside guest memory, straddling its end, below it.
+        (0, vec![d(outside, 64, 0, 0)]),
+        (1, vec![d(GPA_BASE + MEM_SIZE - 8, 64, 0, 0)]),
+        (2, vec![d(0x1000, 64, 0, 0)]),
+        // Readable after writable.
+        (
+            3,
+            vec![d(BUF, 16, WRITE | NEXT, 4), d(BUF + 0x100, 32, 0, 0)],
+        ),
+        // A loop, a next index out of range.
+        (5, vec![d(BUF, 16, NEXT, 5)]),
+        (6, vec![d(BUF, 16, NEXT, 999)]),
+        // A huge length; a zero envelope.
+        (7, vec![d(BUF, u32::MAX, 0, 0)]),
+        (
+            8,
+            vec![d(BUF + 0x2000, 48, NEXT, 9), d(BUF + 0x3000, 256, WRITE, 0)],
+        ),
+    ];
+    for (i, (offset, descs)) in chains.iter().enumerate() {
+        q.add_desc_chains(descs, *offset).unwrap();
+        kick.write_all(&1u64.to_le_bytes()).unwrap();
+        wait_used(&q, i as u16 + 1);
+        let used = q.used().ring().ref_at(i).unwrap().load();
+        assert_eq!(used.len(), 0, "hostile chain {i} earned a response");
+    }
+
+    // A well-formed request still works.
+    let mut frame = Envelope {
+        op: EnvelopeOp::Frame,
+        session: 1,
+    }
+    .encode()
+    .to_vec();
+    p::encode_call(
+        1,
+        &p::Hello {
+            version: 1,
+            pid: 1,
+            client: "t".into(),
+        },
+        &mut frame,
+    );
+    mem.write_slice(&frame, GuestAddress(BUF + 0x4000)).unwrap();
+    let good = [
+        d(BUF + 0x4000, frame.len() as u32, NEXT, 21),
+        d(BUF + 0x5000, 256, WRITE, 0),
+    ];
+    q.add_desc_chains(&good, 20).unwrap();
+    kick.write_all(&1u64.to_le_bytes()).unwrap();
+    let n = chains.len();
+    wait_used(&q, n as u16 + 1);
+    assert_eq!(
+        q.used().ring().ref_at(n).unwrap().load().len(),
+        p::HEADER_LEN as u32
+    );
+
+    // An available index far ahead of the ring: the queue stops, the backend does not.
+    mem.write_obj(1000u16, GuestAddress(q.avail_addr().0 + 2))
+        .unwrap();
+    kick.write_all(&1u64.to_le_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_ne!(fe.get_u64(m::Request::GetFeatures), 0);
+    fe.send(m::Request::GetVringBase, 0, &state(0, 0), &[]);
+    let base = VringState::decode(&fe.reply(m::Request::GetVringBase)).unwrap();
+    assert_eq!(base.num, n as u32 + 1);
     fe.finish().unwrap();
 }
 
