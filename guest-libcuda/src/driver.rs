@@ -175,12 +175,16 @@ pub fn init_logging() {
 /// fire-and-forget frames batched), else the virtio-cuda device node inside a VM.
 fn transport() -> Result<(Box<dyn Transport>, String), ConnectError> {
     if let Ok(path) = std::env::var(EXECUTOR_ENV) {
-        let t = UnixTransport::connect(std::path::Path::new(&path))
-            .and_then(|t| BatchTransport::new(t, BatchConfig::default()))
-            .map_err(|e| ConnectError::Connect {
-                path: path.clone(),
-                source: e.into(),
-            })?;
+        let err = |e: virtio_cuda::client::TransportError| ConnectError::Connect {
+            path: path.clone(),
+            source: e.into(),
+        };
+        let unix = UnixTransport::connect(std::path::Path::new(&path)).map_err(err)?;
+        // VCUDA_BATCH=0 sends every fire-and-forget frame at once (for measurements).
+        if std::env::var("VCUDA_BATCH").is_ok_and(|v| v == "0") {
+            return Ok((Box::new(unix), path));
+        }
+        let t = BatchTransport::new(unix, BatchConfig::default()).map_err(err)?;
         return Ok((Box::new(t), path));
     }
     if VirtioTransport::available() {
