@@ -21,13 +21,19 @@ use crate::devices::bus::BusError;
 use crate::devices::debug_exit::{DebugExit, DEBUG_EXIT_LEN, DEBUG_EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{SerialDevice, SerialOut, COM1_BASE, COM1_LEN};
+use crate::devices::virtio::cuda::VirtioCuda;
 use crate::devices::virtio::echo::EchoDevice;
+use crate::devices::virtio::gpu::VirtioGpu;
 use crate::devices::virtio::mmio::{reg, MmioError, MmioTransport};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::{Bus, BusDevice};
 use crate::exit::{ExitSignal, VmExit};
 use crate::vstate::vcpu::{self, VcpuError, VcpuRunner};
 use crate::vstate::vm::{Vm, VmError};
+use host_executor::cpu::CpuConfig;
+use host_executor::select::{open_backend, BackendChoice};
+use host_executor::{Executor, ExecutorConfig};
+use virtio_cuda::service::RemoteExecutor;
 
 /// Everything that can stop the VMM before or while the guest runs.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,8 @@ pub enum BuildError {
     },
     #[error("event loop: {0}")]
     Io(#[from] std::io::Error),
+    #[error("virtio-cuda executor: {0}")]
+    Executor(String),
     #[error("KVM refused to {what}: {source}")]
     Kvm {
         what: &'static str,
@@ -88,10 +96,28 @@ struct QueueEvent {
     queue: u32,
 }
 
-fn make_device(kind: DeviceKind) -> Box<dyn VirtioDevice> {
-    match kind {
+fn make_device(kind: DeviceKind, config: &VmConfig) -> Result<Box<dyn VirtioDevice>, BuildError> {
+    Ok(match kind {
         DeviceKind::Echo => Box::new(EchoDevice::new()),
-    }
+        DeviceKind::Cuda => match &config.executor {
+            Some(path) => Box::new(VirtioCuda::new(RemoteExecutor::new(path))),
+            None => {
+                let selected = open_backend(BackendChoice::Auto, CpuConfig::default())
+                    .map_err(|e| BuildError::Executor(e.to_string()))?;
+                if let Some(note) = &selected.note {
+                    info!("virtio-cuda: {note}");
+                }
+                Box::new(VirtioCuda::new(Executor::new(
+                    selected.backend,
+                    ExecutorConfig::default(),
+                )))
+            }
+        },
+        DeviceKind::Gpu => Box::new(VirtioGpu::new(
+            virtio_gpu::GpuConfig::default(),
+            config.display_spec()?,
+        )),
+    })
 }
 
 fn serial_out(config: &VmConfig) -> Result<SerialOut, BuildError> {
@@ -152,7 +178,11 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<RunReport, BuildError> {
         vm.fd()
             .register_irqfd(&irqfd, irq)
             .map_err(kvm_err("register a virtio irqfd"))?;
-        let transport = MmioTransport::new(make_device(*kind), mem.clone(), Interrupt::new(irqfd))?;
+        let transport = MmioTransport::new(
+            make_device(*kind, config)?,
+            mem.clone(),
+            Interrupt::new(irqfd),
+        )?;
         for (q, evt) in transport.queue_evts().iter().enumerate() {
             vm.fd()
                 .register_ioevent(

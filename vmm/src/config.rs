@@ -47,6 +47,8 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("no kernel given: pass --kernel PATH or \"kernel\" in --config")]
     NoKernel,
+    #[error("--display: {0}")]
+    Display(String),
 }
 
 /// A virtio device to attach.
@@ -55,6 +57,11 @@ pub enum ConfigError {
 pub enum DeviceKind {
     /// The echo test device (`devices::virtio::echo`).
     Echo,
+    /// virtio-cuda (device id 0xC0DA): CUDA for the guest, served by a host executor
+    /// (in-process, or `executor` for an out-of-process one).
+    Cuda,
+    /// virtio-gpu (device id 16) with the `display` backend.
+    Gpu,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +90,13 @@ pub struct VmConfig {
     /// Passed after `--` on the kernel command line (Linux hands them to init).
     #[serde(default)]
     pub guest_args: Vec<String>,
+    /// virtio-cuda: the socket of an out-of-process executor (`vcuda executor --listen`); an
+    /// in-process one (backend auto) when absent.
+    #[serde(default)]
+    pub executor: Option<PathBuf>,
+    /// virtio-gpu display: `none`, `png:<dir>`, `png-last:<dir>`, `window`.
+    #[serde(default)]
+    pub display: Option<String>,
 }
 
 fn default_mem() -> u64 {
@@ -106,6 +120,8 @@ impl Default for VmConfig {
             serial_out: None,
             devices: Vec::new(),
             guest_args: Vec::new(),
+            executor: None,
+            display: None,
         }
     }
 }
@@ -184,7 +200,18 @@ impl VmConfig {
         if self.devices.len() > max_devices {
             return Err(ConfigError::TooManyDevices(self.devices.len()));
         }
+        self.display_spec()?;
         Ok(())
+    }
+
+    /// The parsed virtio-gpu display (`none` when unset).
+    pub fn display_spec(&self) -> Result<virtio_gpu::DisplaySpec, ConfigError> {
+        match &self.display {
+            None => Ok(virtio_gpu::DisplaySpec::None),
+            Some(s) => s.parse().map_err(|e: virtio_gpu::display::DisplayError| {
+                ConfigError::Display(e.to_string())
+            }),
+        }
     }
 }
 

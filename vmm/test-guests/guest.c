@@ -19,6 +19,9 @@
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
+ *   cuda          drive the virtio-cuda device (0xC0DA, first device on the command line) with
+ *                 real protocol frames: Hello, Init, MemAlloc, a fire-and-forget H2D copy through
+ *                 a data window, D2H through a data window; check replies and data
  *
  * Results are printed as "ok NAME" / "FAIL NAME" lines; the exit status is the FAIL count. */
 
@@ -254,6 +257,125 @@ static void virtio_mode(const char *cmdline) {
     check(devices > 0, "found virtio_mmio.device= on the command line");
 }
 
+
+/* ---- virtio-cuda (docs/PROTOCOL.md §7): envelope + frame, response buffer, data windows ---- */
+static u8 req_buf[256] __attribute__((aligned(8)));
+static u8 resp_buf[256] __attribute__((aligned(8)));
+static u8 win_in[64], win_out[64];
+static u16 cuda_avail;
+static u32 cuda_seq;
+
+static void put16(u8 *p, u16 v) { p[0] = (u8)v; p[1] = (u8)(v >> 8); }
+static void put32(u8 *p, u32 v) { put16(p, (u16)v); put16(p + 2, (u16)(v >> 16)); }
+static void put64(u8 *p, u64 v) { put32(p, (u32)v); put32(p + 4, (u32)(v >> 32)); }
+static u32 get32(const u8 *p) { return p[0] | (u32)p[1] << 8 | (u32)p[2] << 16 | (u32)p[3] << 24; }
+static u64 get64(const u8 *p) { return get32(p) | (u64)get32(p + 4) << 32; }
+
+/* Writes envelope (session 1) + request header at req_buf; returns the body pointer. */
+static u8 *cuda_frame(u16 opcode, u16 flags, u32 body_len) {
+    put32(req_buf, 0x56435544); put32(req_buf + 4, 0); put64(req_buf + 8, 1);
+    u8 *h = req_buf + 16;
+    put16(h, 0xC0DA); put16(h + 2, 1); put16(h + 4, opcode); put16(h + 6, flags);
+    put32(h + 8, ++cuda_seq); put32(h + 12, body_len);
+    return h + 16;
+}
+
+/* Posts the chain [req (R)] [win_in (R)]? [resp (W)]? [win_out (W)]? and sleeps until used. */
+static u32 cuda_submit(u32 req_len, u32 in_len, int sync, u32 out_len, u64 base) {
+    u16 n = 0;
+    descs[n] = (struct desc){ (u64)req_buf, req_len, 0, 0 }; n++;
+    if (in_len) { descs[n] = (struct desc){ (u64)win_in, in_len, 0, 0 }; n++; }
+    if (sync) { descs[n] = (struct desc){ (u64)resp_buf, sizeof(resp_buf), 2, 0 }; n++; }
+    if (out_len) { descs[n] = (struct desc){ (u64)win_out, out_len, 2, 0 }; n++; }
+    for (u16 i = 0; i + 1 < n; i++) { descs[i].flags |= 1; descs[i].next = i + 1; }
+    avail.ring[cuda_avail % QSIZE] = 0;
+    barrier();
+    avail.idx = ++cuda_avail;
+    barrier();
+    mmio_write32(base + QUEUE_NOTIFY, 0);
+    while (*(volatile u16 *)&used.idx != cuda_avail)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    mmio_write32(base + INT_ACK, 1);
+    barrier();
+    return used.ring[(cuda_avail - 1) % QSIZE].len;
+}
+
+/* Status of the reply in resp_buf (response header: magic, kind, seq, status, body_len). */
+static u32 cuda_status(void) { return get32(resp_buf + 8); }
+
+static void test_cuda(u64 base, u32 irq) {
+    puts("virtio-cuda device at "); puthex(base); putc('\n');
+    check(mmio_read32(base + MAGIC) == 0x74726976 && mmio_read32(base + VERSION) == 2, "modern virtio-mmio");
+    check(mmio_read32(base + DEVICE_ID) == 0xC0DA, "device id virtio-cuda");
+    mmio_write32(base + STATUS, 0);
+    mmio_write32(base + STATUS, S_ACK);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER);
+    mmio_write32(base + DRV_FEAT_SEL, 1); mmio_write32(base + DRV_FEAT, 1);
+    mmio_write32(base + DRV_FEAT_SEL, 0); mmio_write32(base + DRV_FEAT, 0);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK);
+    check(mmio_read32(base + STATUS) & S_FEATURES_OK, "FEATURES_OK");
+    check(mmio_read32(base + CONFIG) == 1, "config: protocol version 1");
+    mmio_write32(base + QUEUE_SEL, 0);
+    mmio_write32(base + QUEUE_NUM, QSIZE);
+    mmio_write32(base + DESC_LO, (u32)(u64)descs); mmio_write32(base + DESC_HI, 0);
+    mmio_write32(base + AVAIL_LO, (u32)(u64)&avail); mmio_write32(base + AVAIL_HI, 0);
+    mmio_write32(base + USED_LO, (u32)(u64)&used); mmio_write32(base + USED_HI, 0);
+    mmio_write32(base + QUEUE_READY, 1);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+    setup_interrupts(irq);
+
+    /* Hello { version 1, pid 0, client "guest" } */
+    u8 *b = cuda_frame(0x0001, 0, 4 + 4 + 4 + 5);
+    put32(b, 1); put32(b + 4, 0); put32(b + 8, 5); memcpy(b + 12, "guest", 5);
+    u32 len = cuda_submit(16 + 16 + 17, 0, 1, 0, base);
+    check(len >= 16 && cuda_status() == 0, "Hello");
+    /* Init { flags 0 } -> { driver_version, device_count } */
+    b = cuda_frame(0x0101, 0, 4);
+    put32(b, 0);
+    cuda_submit(16 + 16 + 4, 0, 1, 0, base);
+    check(cuda_status() == 0 && get32(resp_buf + 16) >= 13000 && get32(resp_buf + 20) >= 1, "Init");
+    /* CtxCreate { ctx 0x1000, device 0, flags 0 }, fire-and-forget */
+    b = cuda_frame(0x0201, 1, 16);
+    put64(b, 0x1000); put32(b + 8, 0); put32(b + 12, 0);
+    check(cuda_submit(16 + 16 + 16, 0, 0, 0, base) == 0, "CtxCreate (async, zero-length completion)");
+    /* MemAlloc { ctx, size 64 } -> { dptr } */
+    b = cuda_frame(0x0301, 0, 16);
+    put64(b, 0x1000); put64(b + 8, 64);
+    cuda_submit(16 + 16 + 16, 0, 1, 0, base);
+    u64 dptr = get64(resp_buf + 16);
+    check(cuda_status() == 0 && dptr != 0, "MemAlloc");
+    /* MemcpyHtoD { ctx, stream 0, dst, src: Shm { 0, 64 } }: the bytes are win_in, in place */
+    for (int i = 0; i < 64; i++) win_in[i] = (u8)(i * 3 + 1);
+    b = cuda_frame(0x0304, 1, 8 + 8 + 8 + 1 + 16);
+    put64(b, 0x1000); put64(b + 8, 0); put64(b + 16, dptr); b[24] = 1; put64(b + 25, 0); put64(b + 33, 64);
+    cuda_submit(16 + 16 + 41, 64, 0, 0, base);
+    /* MemcpyDtoH { ctx, stream 0, src, len 64, dst: Shm { 0, 64 } }: lands in win_out */
+    b = cuda_frame(0x0305, 0, 8 + 8 + 8 + 8 + 1 + 16);
+    put64(b, 0x1000); put64(b + 8, 0); put64(b + 16, dptr); put64(b + 24, 64);
+    b[32] = 1; put64(b + 33, 0); put64(b + 41, 64);
+    len = cuda_submit(16 + 16 + 49, 0, 1, 64, base);
+    check(cuda_status() == 0, "MemcpyDtoH");
+    check(memcmp(win_in, win_out, 64) == 0, "data round trip through guest pages");
+    check(len >= 64, "used length counts the data window");
+    check(irq_count > 0, "completion interrupts");
+    /* A forged context is refused, and the device keeps serving. */
+    b = cuda_frame(0x0301, 0, 16);
+    put64(b, 0xdead); put64(b + 8, 64);
+    cuda_submit(16 + 16 + 16, 0, 1, 0, base);
+    check(cuda_status() == 201, "forged context -> CUDA_ERROR_INVALID_CONTEXT");
+}
+
+static void cuda_mode(const char *cmdline) {
+    const char *p = find(cmdline, "virtio_mmio.device=");
+    const char *at = p ? find(p, "@") : 0;
+    if (!at) { check(0, "found virtio_mmio.device= on the command line"); return; }
+    const char *s = at + 1;
+    u64 base = parse_num(&s);
+    u32 irq = 0;
+    if (*s == ':') { s++; irq = (u32)parse_num(&s); }
+    test_cuda(base, irq);
+}
+
 /* ---- memtest ---- */
 static u64 pd_high[512] __attribute__((aligned(4096)));
 
@@ -396,6 +518,10 @@ void guest_main(const u8 *boot_params) {
     } else if (word_is(mode, "info")) {
         info_mode(boot_params);
         exit_with(0);
+    } else if (word_is(mode, "cuda")) {
+        cuda_mode(cmdline);
+        puts(failures ? "cuda: FAILED\n" : "cuda: all checks passed\n");
+        exit_with((u8)failures);
     } else if (word_is(mode, "virtio")) {
         virtio_mode(cmdline);
         puts(failures ? "virtio: FAILED\n" : "virtio: all checks passed\n");

@@ -102,6 +102,31 @@ fn virtio_mmio_negotiation_queue_round_trip_and_interrupt() {
     assert_exit(&o, 0);
 }
 
+/// The virtio-cuda device under real KVM: the guest speaks the protocol over the MMIO
+/// transport (ioeventfd notify, irqfd interrupt) to an in-process executor.
+#[test]
+fn virtio_cuda_protocol_from_a_guest_under_kvm() {
+    require_kvm!();
+    let o = vcuda_run(&[
+        "--kernel",
+        kernel(),
+        "--device",
+        "cuda",
+        "--timeout",
+        "60",
+        "--",
+        "cuda",
+    ]);
+    let out = stdout(&o);
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(
+        out.contains("ok data round trip through guest pages"),
+        "{out}"
+    );
+    assert!(out.contains("cuda: all checks passed"), "{out}");
+    assert_exit(&o, 0);
+}
+
 #[test]
 fn two_virtio_devices_get_their_own_window_and_irq() {
     require_kvm!();

@@ -50,6 +50,14 @@ pub struct RunArgs {
     /// Attach a virtio-mmio device (repeatable).
     #[arg(long = "device", value_enum, value_name = "KIND")]
     devices: Vec<DeviceKind>,
+    /// virtio-cuda: use a running executor (`vcuda executor --listen PATH`) instead of an
+    /// in-process one. Implies `--device cuda`.
+    #[arg(long, value_name = "PATH")]
+    executor: Option<PathBuf>,
+    /// Attach a virtio-gpu and show its scanout: none, png:<dir> (every frame), png-last:<dir>
+    /// (last frame at exit), window (needs the `window` feature). Implies `--device gpu`.
+    #[arg(long, value_name = "SPEC")]
+    display: Option<String>,
     /// JSON VM configuration (see docs/VMM.md); flags given here override its values.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -93,6 +101,21 @@ impl RunArgs {
             c.serial_out = self.serial_out;
         }
         c.devices.extend(self.devices);
+        if self.executor.is_some() {
+            c.executor = self.executor;
+        }
+        if self.display.is_some() {
+            c.display = self.display;
+        }
+        // A guest image carries the CUDA shim and driver: give it the device. So does naming an
+        // executor; a display needs the GPU.
+        let wants_cuda = self.image.is_some() || c.executor.is_some();
+        if wants_cuda && !c.devices.contains(&DeviceKind::Cuda) {
+            c.devices.push(DeviceKind::Cuda);
+        }
+        if c.display.is_some() && !c.devices.contains(&DeviceKind::Gpu) {
+            c.devices.push(DeviceKind::Gpu);
+        }
         c.guest_args.extend(self.guest_args);
         Ok(c)
     }

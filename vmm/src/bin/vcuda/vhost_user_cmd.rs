@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use host_executor::cpu::CpuConfig;
 use host_executor::select::{open_backend, BackendChoice};
 use host_executor::{Executor, ExecutorConfig};
-use virtio_cuda::vhost_user::VhostUserBackend;
+use virtio_cuda::vhost_user::{RemoteExecutor, VhostUserBackend};
 
 use crate::executor_cmd::BackendKind;
 use crate::size::parse_size;
@@ -25,6 +25,10 @@ pub struct VhostUserArgs {
     /// Unix socket to listen on for the vhost-user frontend (removed first if it exists).
     #[arg(long, value_name = "PATH")]
     pub socket: PathBuf,
+    /// Forward sessions to a running `vcuda executor --listen SOCK` instead of executing them
+    /// in this process (a GPU driver crash then cannot take the device down).
+    #[arg(long, value_name = "SOCK")]
+    pub executor: Option<PathBuf>,
     /// Backend of the in-process executor.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
@@ -34,6 +38,16 @@ pub struct VhostUserArgs {
 }
 
 pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(exec) = &args.executor {
+        let listener = listen(&args.socket)?;
+        eprintln!(
+            "vcuda vhost-user: serving {} (device id 0xC0DA, executor {})",
+            args.socket.display(),
+            exec.display()
+        );
+        VhostUserBackend::new(RemoteExecutor::new(exec)).serve(&listener)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let selected = open_backend(BackendChoice::from(args.backend), CpuConfig::default())?;
     if let Some(note) = &selected.note {
         eprintln!("vcuda vhost-user: {note}");
@@ -45,13 +59,16 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             session_quota: args.quota,
         },
     );
-    let _ = std::fs::remove_file(&args.socket);
-    let listener = UnixListener::bind(&args.socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.socket.display()))?;
+    let listener = listen(&args.socket)?;
     eprintln!(
         "vcuda vhost-user: serving {} (device id 0xC0DA, backend {name})",
         args.socket.display()
     );
     VhostUserBackend::new(executor).serve(&listener)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn listen(path: &std::path::Path) -> Result<UnixListener, String> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
 }
