@@ -113,9 +113,21 @@ fn runtime_api_shared_cudart() {
 /// Compiles a driver-API program linked with `-lcuda` against the shim itself (the pip
 /// toolkit ships no libcuda stub), into the profile directory.
 fn compile_driver_program(shim: &Path, name: &str) -> Result<PathBuf, toolchain::ToolchainError> {
+    compile_with(shim, name, name, &[])
+}
+
+/// Compiles `tests/programs/<name>.cu` with extra nvcc `args` into `vcuda-<out_name>`, linked
+/// with `-lcuda` against the shim.
+fn compile_with(
+    shim: &Path,
+    name: &str,
+    out_name: &str,
+    args: &[&str],
+) -> Result<PathBuf, toolchain::ToolchainError> {
     let tc = toolchain::toolchain()?;
-    let out = profile_dir().join(format!("vcuda-{name}"));
+    let out = profile_dir().join(format!("vcuda-{out_name}"));
     let status = Command::new(&tc.nvcc)
+        .args(args)
         .arg(program(&format!("{name}.cu")))
         .arg("-o")
         .arg(&out)
@@ -216,4 +228,28 @@ fn shim_bench() {
     let prog = require_toolchain!(compile_driver_program(&shim, "shim_bench"));
     let out = run_passes(&shim, &prog, &[ptx_path.to_str().expect("utf-8 path")]);
     println!("{out}");
+}
+
+#[test]
+fn runtime_more_legacy_default_stream() {
+    let Some(shim) = shim_dir() else { return };
+    let prog = require_toolchain!(compile_with(&shim, "runtime_more", "runtime_more", &[]));
+    let out = run_passes(&shim, &prog, &[]);
+    assert!(
+        out.contains("hello from block 1 tag 7"),
+        "device printf missing:\n{out}"
+    );
+}
+
+/// `--default-stream per-thread`: cudart resolves the `_ptsz`/`_ptds` entry points.
+#[test]
+fn runtime_more_per_thread_default_stream() {
+    let Some(shim) = shim_dir() else { return };
+    let prog = require_toolchain!(compile_with(
+        &shim,
+        "runtime_more",
+        "runtime_more_ptds",
+        &["--default-stream", "per-thread"]
+    ));
+    run_passes(&shim, &prog, &[]);
 }
