@@ -120,40 +120,66 @@ impl Store {
         Some(())
     }
 
+    /// Copies bytes out; the caller has checked that `[off, off + out.len())` is in range.
+    /// Whole words go through one slice of the store (no per-word bounds checks), the unaligned
+    /// head and tail byte by byte.
     fn read_bytes(&self, off: u64, out: &mut [u8]) {
-        let mut i = 0usize;
-        while i < out.len() {
-            let o = off + i as u64;
-            if o % 8 == 0 && out.len() - i >= 8 {
-                if let Some(w) = self.a64(o) {
-                    out[i..i + 8].copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-                    i += 8;
-                    continue;
-                }
-            }
-            out[i] = self.a8(o).map_or(0, |b| b.load(Ordering::Relaxed));
-            i += 1;
+        let (head, words, tail) = self.split(off, out.len());
+        for (i, b) in out[..head].iter_mut().enumerate() {
+            *b = self
+                .a8(off + i as u64)
+                .map_or(0, |a| a.load(Ordering::Relaxed));
+        }
+        let body = &mut out[head..head + words.len() * 8];
+        for (chunk, w) in body.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let t0 = head + words.len() * 8;
+        for (i, b) in out[t0..t0 + tail].iter_mut().enumerate() {
+            *b = self
+                .a8(off + (t0 + i) as u64)
+                .map_or(0, |a| a.load(Ordering::Relaxed));
         }
     }
 
+    /// Copies bytes in; the caller has checked that `[off, off + data.len())` is in range.
     fn write_bytes(&self, off: u64, data: &[u8]) {
-        let mut i = 0usize;
-        while i < data.len() {
-            let o = off + i as u64;
-            if o % 8 == 0 && data.len() - i >= 8 {
-                if let Some(w) = self.a64(o) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&data[i..i + 8]);
-                    w.store(u64::from_le_bytes(b), Ordering::Relaxed);
-                    i += 8;
-                    continue;
-                }
+        let (head, words, tail) = self.split(off, data.len());
+        for (i, b) in data[..head].iter().enumerate() {
+            if let Some(a) = self.a8(off + i as u64) {
+                a.store(*b, Ordering::Relaxed);
             }
-            if let Some(b) = self.a8(o) {
-                b.store(data[i], Ordering::Relaxed);
-            }
-            i += 1;
         }
+        let body = &data[head..head + words.len() * 8];
+        for (chunk, w) in body.chunks_exact(8).zip(words) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        let t0 = head + words.len() * 8;
+        for (i, b) in data[t0..t0 + tail].iter().enumerate() {
+            if let Some(a) = self.a8(off + (t0 + i) as u64) {
+                a.store(*b, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Splits `[off, off + len)` into an unaligned head length, the whole words in between, and
+    /// a tail length (all clamped to the store).
+    fn split(&self, off: u64, len: usize) -> (usize, &[AtomicU64], usize) {
+        let end = off.saturating_add(len as u64).min(self.capacity());
+        let first_word = off.div_ceil(8);
+        let last_word = end / 8;
+        if first_word >= last_word {
+            return (len, &[], 0);
+        }
+        let head = (first_word * 8 - off) as usize;
+        let words = self
+            .words
+            .get(first_word as usize..last_word as usize)
+            .unwrap_or(&[]);
+        let tail = len - head - words.len() * 8;
+        (head, words, tail)
     }
 }
 
@@ -424,5 +450,31 @@ mod tests {
         let p = a.alloc(4000, 1).unwrap();
         assert!(a.alloc(200, 1).is_err());
         a.free(p).unwrap();
+    }
+
+    #[test]
+    fn bulk_copies_at_every_alignment_match_a_shadow_buffer() {
+        let a = Arena::new(0x10_0000, 1 << 20);
+        let base = a.alloc(256, 8).unwrap();
+        let mut shadow = vec![0u8; 256];
+        let mut seed = 7u32;
+        for off in 0..24usize {
+            for len in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 40, 100] {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        (seed >> 16) as u8
+                    })
+                    .collect();
+                a.write(base + off as u64, &data).unwrap();
+                shadow[off..off + len].copy_from_slice(&data);
+                let mut back = vec![0u8; 256];
+                a.read(base, &mut back).unwrap();
+                assert_eq!(back, shadow, "after writing {len} bytes at offset {off}");
+                let mut part = vec![0u8; len];
+                a.read(base + off as u64, &mut part).unwrap();
+                assert_eq!(part, data);
+            }
+        }
     }
 }
