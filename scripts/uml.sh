@@ -118,7 +118,7 @@ cmd_module() {
   local out="${1:-$CACHE/module}"
   [[ -f "$CACHE/.src-prepared-$STAMP_VERSION" ]] || cmd_setup
   mkdir -p "$out"
-  cp "$REPO"/guest/module/vcuda.c "$REPO"/guest/module/vcuda_uapi.h "$REPO"/guest/module/Kbuild "$out/"
+  cp -p "$REPO"/guest/module/vcuda.c "$REPO"/guest/module/vcuda_uapi.h "$REPO"/guest/module/Kbuild "$out/"
   # No Module.symvers for the UML kernel: modpost's unresolved-symbol warnings are expected.
   if ! make -s -C "$(ksrc)" ARCH=um M="$out" modules 2>&1 |
     { grep -v -E 'Module.symvers is missing|modpost: .*undefined!|unresolved symbol warnings|Modules may not have dependencies|You may get many unresolved' >&2 || true; }; then

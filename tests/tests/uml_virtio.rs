@@ -41,8 +41,13 @@ fn skip(reason: &str) {
     eprintln!("SKIPPED uml_virtio: {reason}");
 }
 
-/// Installs/verifies UML and builds the module; returns the module's path.
+/// Installs/verifies UML and builds the module once per test process; returns its path.
 fn prepare_uml() -> Result<PathBuf, String> {
+    static ONCE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(prepare_uml_uncached).clone()
+}
+
+fn prepare_uml_uncached() -> Result<PathBuf, String> {
     if std::env::var_os("VCUDA_SKIP_UML").is_some() {
         return Err("VCUDA_SKIP_UML is set".into());
     }
@@ -74,15 +79,28 @@ fn prepare_uml() -> Result<PathBuf, String> {
     Ok(out_dir.join("vcuda.ko"))
 }
 
-/// The `vhost-user` backend process; killed on drop.
+/// The `vhost-user` backend process (and, for `remote`, a `vcuda executor` it forwards to);
+/// killed on drop.
 struct Backend {
-    child: Child,
+    children: Vec<Child>,
     socket: PathBuf,
     dir: PathBuf,
 }
 
+fn wait_for(path: &Path) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Backend {
-    fn start() -> Result<Self, String> {
+    fn start(remote: bool) -> Result<Self, String> {
         let bin = profile_dir().join("vcuda");
         if !bin.is_file() {
             return Err(format!(
@@ -90,31 +108,53 @@ impl Backend {
                 bin.display()
             ));
         }
-        let dir = std::env::temp_dir().join(format!("vcuda-uml-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "vcuda-uml-test-{}-{}",
+            std::process::id(),
+            if remote { "remote" } else { "local" }
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let socket = dir.join("vcuda.sock");
-        let child = Command::new(bin)
-            .args(["vhost-user", "--backend", "cpu", "--socket"])
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start vcuda vhost-user: {e}"))?;
-        let b = Backend { child, socket, dir };
-        let t0 = Instant::now();
-        while !b.socket.exists() {
-            if t0.elapsed() > Duration::from_secs(20) {
-                panic!("vcuda vhost-user did not create {}", b.socket.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut b = Backend {
+            children: Vec::new(),
+            socket,
+            dir,
+        };
+        let spawn = |args: &[&std::ffi::OsStr]| {
+            Command::new(&bin)
+                .args(args)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start vcuda")
+        };
+        let os = std::ffi::OsStr::new;
+        let exec_sock = b.dir.join("executor.sock");
+        let mut vhost_args = vec![os("vhost-user"), os("--socket"), b.socket.as_os_str()];
+        if remote {
+            b.children.push(spawn(&[
+                os("executor"),
+                os("--backend"),
+                os("cpu"),
+                os("--listen"),
+                exec_sock.as_os_str(),
+            ]));
+            wait_for(&exec_sock);
+            vhost_args.extend([os("--executor"), exec_sock.as_os_str()]);
+        } else {
+            vhost_args.extend([os("--backend"), os("cpu")]);
         }
+        b.children.push(spawn(&vhost_args));
+        wait_for(&b.socket);
         Ok(b)
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -139,8 +179,8 @@ fn boot(socket: &Path, module: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-#[test]
-fn cuda_calls_through_the_guest_driver_in_user_mode_linux() {
+/// Boots UML against a fresh backend and runs [`guest_side`] in it.
+fn run_in_uml(remote: bool) {
     if std::env::var_os(IN_GUEST).is_some() {
         return; // inside the guest only `guest_side` runs
     }
@@ -148,7 +188,7 @@ fn cuda_calls_through_the_guest_driver_in_user_mode_linux() {
         Ok(m) => m,
         Err(reason) => return skip(&reason),
     };
-    let backend = match Backend::start() {
+    let backend = match Backend::start(remote) {
         Ok(b) => b,
         Err(reason) => return skip(&reason),
     };
@@ -176,6 +216,16 @@ fn cuda_calls_through_the_guest_driver_in_user_mode_linux() {
         console.contains("hello from block 1 of 2"),
         "device printf output did not reach the guest"
     );
+}
+
+#[test]
+fn cuda_calls_through_the_guest_driver_in_user_mode_linux() {
+    run_in_uml(false);
+}
+
+#[test]
+fn cuda_calls_through_the_guest_driver_to_an_out_of_process_executor() {
+    run_in_uml(true);
 }
 
 /// The guest half: runs only inside UML (the init script sets `VCUDA_IN_UML`).

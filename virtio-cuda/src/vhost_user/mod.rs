@@ -10,13 +10,17 @@
 //!
 //! * [`message`]: the wire format (pure parsing, never panics),
 //! * [`socket`]: messages with file descriptors over the unix socket,
-//! * [`backend`]: the state machine (features, memory table, vring) and the queue worker.
+//! * [`backend`]: the state machine (features, memory table, vring) and the queue worker,
+//! * [`remote`]: a [`FrameService`](crate::service::FrameService) forwarding to an
+//!   out-of-process executor (`--executor SOCK`).
 
 pub mod backend;
 pub mod message;
+pub mod remote;
 pub mod socket;
 
 pub use backend::{VhostUserBackend, POLL_WINDOW};
+pub use remote::RemoteExecutor;
 
 /// Why a vhost-user message or connection failed. Errors in one message are answered (or
 /// logged) and the connection goes on; framing and I/O errors end the connection.
