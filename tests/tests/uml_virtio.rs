@@ -315,8 +315,8 @@ fn guest_side() {
     )
     .expect("launch");
     let cv: Vec<f32> = ctx.download(dc, n).expect("download");
-    for i in 0..n {
-        assert_eq!(cv[i], 3.0 * i as f32, "c[{i}]");
+    for (i, c) in cv.iter().enumerate() {
+        assert_eq!(*c, 3.0 * i as f32, "c[{i}]");
     }
     println!("vcuda-uml: vadd of {n} elements ok");
     let hello = module.function("hello").expect("hello");
