@@ -306,8 +306,8 @@ stubs! {
     cuTexRefGetMipmapLevelBias
     cuTexRefGetMipmapLevelClamp
     cuTexRefGetMipmappedArray
-    cuTexRefSetAddress2D
     cuTexRefSetAddress
+    cuTexRefSetAddress2D
     cuTexRefSetAddressMode
     cuTexRefSetArray
     cuTexRefSetBorderColor
