@@ -339,5 +339,98 @@ fn guest_side() {
         times[times.len() * 99 / 100]
     );
     ctx.free(dptr).expect("MemFree");
+
+    concurrency_checks(&client, c);
     println!("{OK_MARKER}");
+}
+
+/// Selects what a [`guest_worker`] process does.
+const WORKER_ROLE: &str = "VCUDA_UML_WORKER";
+
+fn spawn_worker(role: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["guest_worker", "--exact", "--test-threads=1", "--quiet"])
+        .env(WORKER_ROLE, role)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn guest worker")
+}
+
+/// Processes with their own sessions (one killed mid-call) and threads sharing this session.
+fn concurrency_checks(client: &Client, ctx: u64) {
+    let mut spinner = spawn_worker("spin");
+    let workers: Vec<_> = (0..4).map(|_| spawn_worker("work")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    spinner.kill().expect("kill spinner");
+    let _ = spinner.wait();
+    for mut w in workers {
+        assert!(w.wait().expect("worker").success(), "a guest worker failed");
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    client.call(&p::MemGetInfo { ctx }).expect("MemGetInfo");
+                }
+            });
+        }
+    });
+    client
+        .call(&p::MemGetInfo { ctx })
+        .expect("session alive after the others");
+    println!("vcuda-uml: 4 processes, a killed one, 4 threads on one session ok");
+}
+
+/// A second guest process (spawned by [`guest_side`]): its own session on the device.
+#[test]
+fn guest_worker() {
+    let Some(role) = std::env::var_os(WORKER_ROLE) else {
+        return;
+    };
+    let t = VirtioTransport::open_default().expect("open /dev/vcuda0");
+    let client = Client::new(Box::new(t.clone()), "uml_worker").expect("Hello");
+    let ctx = client.create_context(0).expect("CtxCreate");
+    let c = ctx.handle();
+    let len = 64 << 10;
+    let dptr = ctx.alloc(len as u64).expect("MemAlloc");
+    let seed = std::process::id() as usize;
+    let data: Vec<u8> = (0..len).map(|i| (i + seed) as u8).collect();
+    let rounds = if role == "spin" { usize::MAX } else { 20 };
+    for round in 0..rounds {
+        let mut frame = Vec::new();
+        p::encode_call(
+            round as u32 * 2 + 0x100,
+            &p::MemcpyHtoD {
+                ctx: c,
+                stream: 0,
+                dst: dptr,
+                src: Source::Shm {
+                    offset: 0,
+                    len: len as u64,
+                },
+            },
+            &mut frame,
+        );
+        t.send_with_data(&frame, &data).expect("H2D window");
+        let mut back = vec![0u8; len];
+        frame.clear();
+        let seq = round as u32 * 2 + 0x101;
+        p::encode_call(
+            seq,
+            &p::MemcpyDtoH {
+                ctx: c,
+                stream: 0,
+                src: dptr,
+                len: len as u64,
+                dst: Sink::Shm {
+                    offset: 0,
+                    len: len as u64,
+                },
+            },
+            &mut frame,
+        );
+        let r = t.call_with_data(&frame, seq, &[], &mut back).expect("D2H");
+        assert_eq!(r.status, Status::SUCCESS);
+        assert!(back == data, "worker {seed}: data differs");
+    }
 }
