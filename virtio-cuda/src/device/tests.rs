@@ -349,3 +349,67 @@ fn async_frames_complete_with_zero_length() {
     assert_eq!(rig.run(&mut dev, &[d]), 0);
     assert_eq!(dev.stats().bad_chains, 0);
 }
+
+mod fuzzish {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Guest memory full of arbitrary bytes: descriptor table, rings, frames, everything.
+    fn run_random(mem_bytes: &[u8], avail_idx: u16, queue_size_log2: u8) {
+        let mem: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        mem.write_slice(mem_bytes, GuestAddress(0)).unwrap();
+        let size = 1u16 << (queue_size_log2 % 5);
+        let mut q = Queue::new(QUEUE_SIZE_MAX).unwrap();
+        q.set_size(size);
+        q.set_desc_table_address(Some(0x0), Some(0));
+        q.set_avail_ring_address(Some(0x1000), Some(0));
+        q.set_used_ring_address(Some(0x2000), Some(0));
+        q.set_ready(true);
+        mem.write_obj(avail_idx, GuestAddress(0x1002)).unwrap();
+        let mut dev = CudaDevice::new(Echo);
+        // Must terminate and must not panic, whatever the guest wrote.
+        let _ = dev.process_queue(&mem, &mut q);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_guest_memory_never_panics_the_device(
+            bytes in proptest::collection::vec(any::<u8>(), 0..0x3000),
+            avail_idx in any::<u16>(),
+            qs in any::<u8>(),
+        ) {
+            run_random(&bytes, avail_idx, qs);
+        }
+
+        /// Mostly-valid chains with random corruption: real envelopes and frames in the data
+        /// area, descriptors pointing at them with random lengths and flags.
+        #[test]
+        fn corrupted_chains_never_panic_the_device(
+            descs in proptest::collection::vec((0u64..0x11000, any::<u32>(), any::<u16>(), any::<u16>()), 1..16),
+            flips in proptest::collection::vec((0usize..0x200, any::<u8>()), 0..16),
+        ) {
+            let mut mem = vec![0u8; 0x4000];
+            for (i, (addr, len, flags, next)) in descs.iter().enumerate() {
+                let d = i * 16;
+                mem[d..d + 8].copy_from_slice(&addr.to_le_bytes());
+                mem[d + 8..d + 12].copy_from_slice(&(len % 0x2000).to_le_bytes());
+                mem[d + 12..d + 14].copy_from_slice(&(flags & 7).to_le_bytes());
+                mem[d + 14..d + 16].copy_from_slice(&(next % 16).to_le_bytes());
+            }
+            // avail ring: one chain at head 0.
+            mem[0x1004] = 0;
+            let mut frame = request(1, &p::Init { flags: 0 }, 5);
+            for (pos, v) in flips {
+                if let Some(b) = frame.get_mut(pos) { *b = v; }
+            }
+            let at = 0x3000;
+            let n = frame.len().min(mem.len() - at);
+            mem[at..at + n].copy_from_slice(&frame[..n]);
+            run_random(&mem, 1, 4);
+        }
+    }
+}
