@@ -261,12 +261,15 @@ pub fn driver_if_open() -> Option<&'static Driver> {
 
 /// The calling thread's current context (0 when none).
 pub fn current_ctx_raw() -> u64 {
-    CTX_STACK.with(|s| s.borrow().last().copied().unwrap_or(0))
+    // During thread teardown the stack is gone: no context is current.
+    CTX_STACK
+        .try_with(|s| s.borrow().last().copied().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// Replaces the top of the calling thread's stack (`cuCtxSetCurrent`).
 pub fn set_current(ctx: u64) {
-    CTX_STACK.with(|s| {
+    let _ = CTX_STACK.try_with(|s| {
         let mut s = s.borrow_mut();
         s.pop();
         if ctx != 0 {
@@ -276,11 +279,11 @@ pub fn set_current(ctx: u64) {
 }
 
 pub fn push_current(ctx: u64) {
-    CTX_STACK.with(|s| s.borrow_mut().push(ctx));
+    let _ = CTX_STACK.try_with(|s| s.borrow_mut().push(ctx));
 }
 
 pub fn pop_current() -> Option<u64> {
-    CTX_STACK.with(|s| s.borrow_mut().pop())
+    CTX_STACK.try_with(|s| s.borrow_mut().pop()).ok().flatten()
 }
 
 impl Driver {

@@ -15,35 +15,40 @@ use crate::types::CUresult;
 
 /// Runs one driver-API call.
 pub fn guard(name: &'static str, body: impl FnOnce() -> R<()>) -> CUresult {
-    crate::driver::init_logging();
-    debug!(call = name);
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => Status::SUCCESS.0,
-        Ok(Err(s)) => {
+    let run = || {
+        crate::driver::init_logging();
+        debug!(call = name);
+        let r = body();
+        if let Err(s) = &r {
             debug!(call = name, status = %s, "failed");
-            s.0
         }
-        Err(_) => {
-            warn!("vcuda: internal error (panic) in {name}");
-            Status::ERROR_UNKNOWN.0
-        }
+        r
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(())) => Status::SUCCESS.0,
+        Ok(Err(s)) => s.0,
+        // Logging itself may be what failed (e.g. thread-locals torn down at exit): stay quiet.
+        Err(_) => Status::ERROR_UNKNOWN.0,
     }
 }
 
 /// Logs, once per name, that the application called something the shim does not implement.
+/// Never panics (it is called from bare C entry points, also at process exit).
 pub fn not_supported(name: &str) -> CUresult {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let first = seen
-        .lock()
-        .map(|mut s| s.insert(name.to_string()))
-        .unwrap_or(false);
-    if first {
-        crate::driver::init_logging();
-        warn!(
-            "vcuda: {name} is not supported by the vcuda shim; returning CUDA_ERROR_NOT_SUPPORTED"
-        );
-    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
+        let first = seen
+            .lock()
+            .map(|mut s| s.insert(name.to_string()))
+            .unwrap_or(false);
+        if first {
+            crate::driver::init_logging();
+            warn!(
+                "vcuda: {name} is not supported by the vcuda shim; returning CUDA_ERROR_NOT_SUPPORTED"
+            );
+        }
+    }));
     Status::ERROR_NOT_SUPPORTED.0
 }
 

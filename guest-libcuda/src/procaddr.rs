@@ -18,6 +18,7 @@ use virtio_cuda::protocol::Status;
 use crate::api::context::*;
 use crate::api::device::*;
 use crate::api::launch::*;
+use crate::api::managed::*;
 use crate::api::memory::*;
 use crate::api::module::*;
 use crate::api::stream::*;
@@ -149,6 +150,9 @@ table! {
     cuMemHostUnregister [4000 cuMemHostUnregister];
     cuMemHostGetFlags [2030 cuMemHostGetFlags];
     cuMemHostGetDevicePointer [3020 cuMemHostGetDevicePointer_v2];
+    cuMemAllocManaged [6000 cuMemAllocManaged];
+    cuMemPrefetchAsync [8000 cuMemPrefetchAsync] [ptds 8000 cuMemPrefetchAsync_ptsz] [12020 cuMemPrefetchAsync] [ptds 12020 cuMemPrefetchAsync_ptsz];
+    cuMemAdvise [8000 cuMemAdvise] [12020 cuMemAdvise];
     cuPointerGetAttribute [4000 cuPointerGetAttribute];
     cuPointerGetAttributes [7000 cuPointerGetAttributes];
     cuPointerSetAttribute [6000 cuPointerSetAttribute];

@@ -193,9 +193,7 @@ stubs! {
     cuLogsUnregisterCallback
     cuMemAddressFree
     cuMemAddressReserve
-    cuMemAdvise
     cuMemAllocFromPoolAsync
-    cuMemAllocManaged
     cuMemBatchDecompressAsync
     cuMemCreate
     cuMemDiscardAndPrefetchBatchAsync
@@ -221,7 +219,6 @@ stubs! {
     cuMemPoolSetAccess
     cuMemPoolSetAttribute
     cuMemPoolTrimTo
-    cuMemPrefetchAsync
     cuMemPrefetchBatchAsync
     cuMemRangeGetAttribute
     cuMemRangeGetAttributes

@@ -185,6 +185,25 @@ int main() {
         int *m = nullptr;
         EXPECT(cudaMallocManaged(&m, 64) != cudaSuccess);
         cudaGetLastError();
+    } else {
+        const int mn = 10000;
+        int *m = nullptr;
+        CHECK(cudaMallocManaged(&m, mn * sizeof(int)));
+        for (int i = 0; i < mn; i++) m[i] = -i;
+        fill<<<(mn + 255) / 256, 256>>>(m, mn / 2, 100);
+        CHECK(cudaDeviceSynchronize());
+        EXPECT(m[0] == 100 && m[mn / 2 - 1] == 100 + mn / 2 - 1 && m[mn / 2] == -(mn / 2));
+        m[1] = 42;
+        int back = 0;
+        CHECK(cudaMemcpy(&back, m + 1, sizeof back, cudaMemcpyDefault));
+        EXPECT(back == 42);
+        fill<<<1, 1>>>(m + 2, 1, 7);
+        CHECK(cudaStreamSynchronize(0));
+        EXPECT(m[1] == 42 && m[2] == 7);
+        cudaPointerAttributes ma;
+        CHECK(cudaPointerGetAttributes(&ma, m));
+        EXPECT(ma.type == cudaMemoryTypeManaged);
+        CHECK(cudaFree(m));
     }
 
     CHECK(cudaGetLastError());

@@ -165,7 +165,7 @@ fn synchronize(ctx: u64) -> R<()> {
     let d = driver()?;
     let ctx = ctx_or_current(d, ctx)?;
     d.call(&p::CtxSynchronize { ctx })?;
-    Ok(())
+    crate::api::managed::sync_point(d)
 }
 
 entry! {

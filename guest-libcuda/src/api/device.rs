@@ -102,8 +102,9 @@ entry! {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         let v = match attrib {
-            // Managed memory needs host/device coherence the shim does not provide.
-            ATTR_MANAGED_MEMORY | ATTR_CONCURRENT_MANAGED_ACCESS => 0,
+            // Managed memory is emulated with coherence at synchronisation points only.
+            ATTR_MANAGED_MEMORY => 1,
+            ATTR_CONCURRENT_MANAGED_ACCESS => 0,
             a => d.attribute(dev, a)?,
         };
         put(value, v)

@@ -59,6 +59,7 @@ unsafe fn pack_extra(extra: *mut *mut c_void) -> R<Vec<u8>> {
 pub unsafe fn launch(l: Launch) -> R<()> {
     let d = driver()?;
     let func = resolve_function(d, h(l.func))?;
+    crate::api::managed::before_device_work(d)?;
     let (ctx, stream) = d.stream_ctx(h(l.stream), l.per_thread)?;
     let o = d.objects();
     let f = o.functions.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;

@@ -10,6 +10,7 @@ use std::ffi::{c_int, c_uint, c_void};
 
 use virtio_cuda::protocol::{self as p, DevRegion, Sink, Source, Status};
 
+use crate::api::managed;
 use crate::driver::{driver, Driver, HostRange, R};
 use crate::ffi::{bytes, bytes_mut, entry, get, h, ptr, put};
 use crate::types::{
@@ -52,8 +53,14 @@ impl Order {
     }
 }
 
-/// Host → device.
+/// Host → device (into the host mapping when `dst` is managed memory).
 pub fn h2d(d: &Driver, o: Order, dst: u64, src: &[u8]) -> R<()> {
+    if managed::contains(dst) {
+        managed::sync_point(d)?;
+        // SAFETY: the managed mapping covers the destination per the cuMemcpy contract.
+        unsafe { std::ptr::copy(src.as_ptr(), dst as usize as *mut u8, src.len()) };
+        return Ok(());
+    }
     for (i, chunk) in src.chunks(CHUNK).enumerate() {
         let req = p::MemcpyHtoD {
             ctx: o.ctx,
@@ -70,8 +77,14 @@ pub fn h2d(d: &Driver, o: Order, dst: u64, src: &[u8]) -> R<()> {
     Ok(())
 }
 
-/// Device → host (always waits for the bytes).
+/// Device → host (always waits for the bytes; from the host mapping for managed memory).
 pub fn d2h(d: &Driver, o: Order, dst: &mut [u8], src: u64) -> R<()> {
+    if managed::contains(src) {
+        managed::sync_point(d)?;
+        // SAFETY: the managed mapping covers the source per the cuMemcpy contract.
+        unsafe { std::ptr::copy(src as usize as *const u8, dst.as_mut_ptr(), dst.len()) };
+        return Ok(());
+    }
     for (i, chunk) in dst.chunks_mut(CHUNK).enumerate() {
         let r = d.call(&p::MemcpyDtoH {
             ctx: o.ctx,
@@ -88,8 +101,13 @@ pub fn d2h(d: &Driver, o: Order, dst: &mut [u8], src: u64) -> R<()> {
     Ok(())
 }
 
-/// Device → device.
+/// Device → device (through the host mappings when either side is managed memory).
 pub fn d2d(d: &Driver, o: Order, dst: u64, src: u64, len: u64) -> R<()> {
+    if managed::contains(dst) || managed::contains(src) {
+        // SAFETY: both ranges are valid for `len` bytes per the cuMemcpy contract.
+        return unsafe { copy_any(d, o, dst, src, len as usize) };
+    }
+    managed::before_device_work(d)?;
     let req = p::MemcpyDtoD {
         ctx: o.ctx,
         stream: o.stream,
@@ -107,7 +125,11 @@ pub fn d2d(d: &Driver, o: Order, dst: u64, src: u64, len: u64) -> R<()> {
 
 /// A copy between any two of host and device memory, classifying unified pointers.
 unsafe fn copy_any(d: &Driver, o: Order, dst: u64, src: u64, len: usize) -> R<()> {
-    match (d.is_device_ptr(dst), d.is_device_ptr(src)) {
+    let device = |p: u64| d.is_device_ptr(p) && !managed::contains(p);
+    if managed::contains(dst) || managed::contains(src) {
+        managed::sync_point(d)?;
+    }
+    match (device(dst), device(src)) {
         (true, true) => d2d(d, o, dst, src, len as u64),
         // SAFETY: a host pointer of `len` bytes per the cuMemcpy contract.
         (true, false) => h2d(d, o, dst, unsafe { bytes(src as usize as *const u8, len) }?),
@@ -400,6 +422,7 @@ fn memset(
     height: usize,
 ) -> R<()> {
     let d = driver()?;
+    managed::before_device_work(d)?;
     let req = p::Memset {
         ctx: o.ctx,
         stream: o.stream,
@@ -449,7 +472,7 @@ fn alloc(size: usize) -> R<u64> {
 fn free(dptr: u64) -> R<()> {
     let d = driver()?;
     let ctx = d.current_ctx()?;
-    if dptr == 0 {
+    if dptr == 0 || managed::free(d, dptr)? {
         return Ok(());
     }
     d.call(&p::MemFree { ctx, dptr })?;
@@ -566,7 +589,7 @@ unsafe fn pointer_attribute(d: &Driver, data: *mut c_void, a: u32, p: u64) -> R<
                 put(data.cast::<*mut c_void>(), p as usize as *mut c_void)?
             }
             attr::SYNC_MEMOPS | attr::MAPPED => put(data.cast::<c_uint>(), 1)?,
-            attr::IS_MANAGED => put(data.cast::<c_uint>(), 0)?,
+            attr::IS_MANAGED => put(data.cast::<c_uint>(), c_uint::from(managed::contains(p)))?,
             attr::BUFFER_ID => put(data.cast::<u64>(), range.0)?,
             attr::DEVICE_ORDINAL => put(data.cast::<c_int>(), 0)?,
             attr::RANGE_START_ADDR => put(data.cast::<u64>(), range.0)?,

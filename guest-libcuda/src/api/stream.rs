@@ -40,7 +40,8 @@ fn create(out: *mut Handle, flags: c_uint, priority: c_int) -> R<()> {
 fn synchronize(stream: Handle, per_thread: bool) -> R<()> {
     let d = driver()?;
     let (ctx, stream) = d.stream_ctx(h(stream), per_thread)?;
-    d.call(&p::StreamSynchronize { ctx, stream }).map(|_| ())
+    d.call(&p::StreamSynchronize { ctx, stream })?;
+    crate::api::managed::sync_point(d)
 }
 
 fn query(stream: Handle, per_thread: bool) -> R<()> {
@@ -346,7 +347,7 @@ entry! {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         let new = *mode;
-        *mode = CAPTURE_MODE.with(|m| m.replace(new));
+        *mode = CAPTURE_MODE.try_with(|m| m.replace(new)).unwrap_or(0);
         Ok(())
     }
 
@@ -409,7 +410,8 @@ entry! {
     fn cuEventSynchronize(event: Handle) {
         let d = driver()?;
         let ctx = event_ctx(d, event)?;
-        d.call(&p::EventSynchronize { ctx, event: h(event) }).map(|_| ())
+        d.call(&p::EventSynchronize { ctx, event: h(event) })?;
+        crate::api::managed::sync_point(d)
     }
 
     fn cuEventElapsedTime(ms: *mut c_float, start: Handle, end: Handle) {
