@@ -46,6 +46,7 @@ fi
 
 out="${1:-$CACHE/module-$abi}"
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cp -p "$REPO"/guest/module/vcuda.c "$REPO"/guest/module/vcuda_uapi.h "$REPO"/guest/module/Kbuild "$out/"
 make -s -C "$headers" M="$out" modules >&2 || die "building $out/vcuda.ko failed"
 echo "$out/vcuda.ko"

@@ -118,6 +118,7 @@ cmd_module() {
   local out="${1:-$CACHE/module}"
   [[ -f "$CACHE/.src-prepared-$STAMP_VERSION" ]] || cmd_setup
   mkdir -p "$out"
+  out=$(cd "$out" && pwd)
   cp -p "$REPO"/guest/module/vcuda.c "$REPO"/guest/module/vcuda_uapi.h "$REPO"/guest/module/Kbuild "$out/"
   # No Module.symvers for the UML kernel: modpost's unresolved-symbol warnings are expected.
   if ! make -s -C "$(ksrc)" ARCH=um M="$out" modules 2>&1 |

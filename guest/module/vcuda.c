@@ -28,6 +28,7 @@
 #include <linux/uaccess.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <asm/unaligned.h>
@@ -291,7 +292,7 @@ static int vcuda_submit(struct vcuda_dev *vd, struct vcuda_req *r, bool killable
 	struct scatterlist *sgs[4];
 	unsigned int out_n = 0, in_n = 0, total;
 	unsigned long flags;
-	bool notify;
+	bool notify, too_long;
 	int err;
 
 	sgs[out_n++] = r->buf_sgt.sgl;
@@ -308,8 +309,12 @@ static int vcuda_submit(struct vcuda_dev *vd, struct vcuda_req *r, bool killable
 		sgs[out_n + in_n++] = r->out.sgt.sgl;
 		total += r->out.sgt.nents;
 	}
-	/* Without indirect descriptors the chain needs @total ring entries. */
-	if (total > virtqueue_get_vring_size(vd->vq))
+	/*
+	 * A chain longer than the ring fits only as an indirect table (allocated by
+	 * virtqueue_add_sgs with GFP_ATOMIC, as we hold the queue's spinlock).
+	 */
+	too_long = total > virtqueue_get_vring_size(vd->vq);
+	if (too_long && !virtio_has_feature(vd->vdev, VIRTIO_RING_F_INDIRECT_DESC))
 		return -E2BIG;
 
 	for (;;) {
@@ -325,6 +330,8 @@ static int vcuda_submit(struct vcuda_dev *vd, struct vcuda_req *r, bool killable
 			break;
 		if (err != -ENOSPC)
 			return err;
+		if (too_long)
+			return -ENOMEM;	/* the indirect table could not be allocated */
 		if (killable) {
 			err = wait_event_killable(vd->space, vcuda_has_space(vd, total));
 			if (err)

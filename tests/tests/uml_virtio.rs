@@ -340,8 +340,70 @@ fn guest_side() {
     );
     ctx.free(dptr).expect("MemFree");
 
+    bandwidth(&t, &ctx);
     concurrency_checks(&client, c);
     println!("{OK_MARKER}");
+}
+
+/// H2D and D2H bandwidth through data windows of several sizes (32 MiB each way).
+fn bandwidth(t: &VirtioTransport, ctx: &virtio_cuda::client::Context<'_>) {
+    const TOTAL: usize = 32 << 20;
+    let dptr = ctx.alloc(TOTAL as u64).expect("MemAlloc");
+    let c = ctx.handle();
+    let mut seq = 0x9000_0000u32;
+    let mut window = 64 << 10;
+    while window <= VirtioTransport::MAX_WINDOW {
+        let host = vec![0x5au8; window];
+        let mut back = vec![0u8; window];
+        let t0 = Instant::now();
+        for off in (0..TOTAL).step_by(window) {
+            let mut frame = Vec::new();
+            seq += 1;
+            let src = Source::Shm {
+                offset: 0,
+                len: window as u64,
+            };
+            let copy = p::MemcpyHtoD {
+                ctx: c,
+                stream: 0,
+                dst: dptr + off as u64,
+                src,
+            };
+            p::encode_call(seq, &copy, &mut frame);
+            t.send_with_data(&frame, &host).expect("H2D");
+        }
+        let h2d = t0.elapsed();
+        let t0 = Instant::now();
+        for off in (0..TOTAL).step_by(window) {
+            let mut frame = Vec::new();
+            seq += 1;
+            let dst = Sink::Shm {
+                offset: 0,
+                len: window as u64,
+            };
+            let copy = p::MemcpyDtoH {
+                ctx: c,
+                stream: 0,
+                src: dptr + off as u64,
+                len: window as u64,
+                dst,
+            };
+            p::encode_call(seq, &copy, &mut frame);
+            let r = t.call_with_data(&frame, seq, &[], &mut back).expect("D2H");
+            assert_eq!(r.status, Status::SUCCESS);
+        }
+        let d2h = t0.elapsed();
+        assert!(back.iter().all(|b| *b == 0x5a));
+        let mbps = |d: Duration| TOTAL as f64 / d.as_secs_f64() / 1e6;
+        println!(
+            "vcuda-uml: {} KiB windows: H2D {:.0} MB/s, D2H {:.0} MB/s",
+            window >> 10,
+            mbps(h2d),
+            mbps(d2h)
+        );
+        window *= 4;
+    }
+    ctx.free(dptr).expect("MemFree");
 }
 
 /// Selects what a [`guest_worker`] process does.

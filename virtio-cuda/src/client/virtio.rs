@@ -20,8 +20,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A window may be at most [`VirtioTransport::MAX_WINDOW`] bytes (the driver's descriptor
-//! budget); larger transfers are split by the caller.
+//! A window may be at most [`VirtioTransport::MAX_WINDOW`] bytes; larger transfers are split by
+//! the caller. (A window of n pages takes up to n descriptors; chains longer than the ring go
+//! through an indirect table the driver allocates atomically: 4 MiB windows need 16 KiB.)
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -88,7 +89,7 @@ impl std::fmt::Debug for VirtioTransport {
 
 impl VirtioTransport {
     /// Largest data window of one call in either direction.
-    pub const MAX_WINDOW: usize = 512 << 10;
+    pub const MAX_WINDOW: usize = 4 << 20;
 
     /// The device node to use: `$VCUDA_DEVICE`, else [`DEFAULT_DEVICE`].
     pub fn device_path() -> PathBuf {
@@ -176,6 +177,7 @@ impl VirtioTransport {
     }
 
     fn ioctl(&self, c: &mut VcudaCall) -> Result<(), TransportError> {
+        let mut nomem_retries = 0;
         loop {
             // SAFETY: VCUDA_IOC_CALL reads and writes one `struct vcuda_call` at the pointer, which
             // is a live, properly laid out `VcudaCall`; the user pointers inside it refer to
@@ -191,9 +193,16 @@ impl VirtioTransport {
                 return Ok(());
             }
             let e = std::io::Error::last_os_error();
-            // Queue waits are killable only, so EINTR here means nothing was queued.
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(TransportError::Io(e));
+            match e.raw_os_error() {
+                // Queue waits are killable only, so EINTR here means nothing was queued.
+                Some(libc::EINTR) => {}
+                // Nothing was queued either: large windows need an indirect descriptor table
+                // that the driver allocates atomically, which can fail transiently.
+                Some(libc::ENOMEM) if nomem_retries < 5 => {
+                    nomem_retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1 << nomem_retries));
+                }
+                _ => return Err(TransportError::Io(e)),
             }
         }
     }
