@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Regenerates src/unsupported.rs: every driver-API name of cudaTypedefs.h that src/procaddr.rs
+"""Regenerates src/unsupported.rs: every driver-API name of cudaTypedefs.h (and
+cudaProfilerTypedefs.h) that src/procaddr.rs
 does not implement. Usage: eval "$(scripts/setup.sh --env)"; guest-libcuda/scripts/gen_unsupported.py"""
 import os, re, pathlib
 
 here = pathlib.Path(__file__).resolve().parent.parent
-typedefs = pathlib.Path(os.environ["VCUDA_CUDA_ROOT"]) / "include" / "cudaTypedefs.h"
+include = pathlib.Path(os.environ["VCUDA_CUDA_ROOT"]) / "include"
+text = (include / "cudaTypedefs.h").read_text() + (include / "cudaProfilerTypedefs.h").read_text()
 names = sorted({re.sub(r"_v\d+(_pt..)?$", "", m)
-                for m in re.findall(r"PFN_(cu\w+?_v\d+(?:_pt(?:ds|sz))?)\b", typedefs.read_text())})
+                for m in re.findall(r"PFN_(cu\w+?_v\d+(?:_pt(?:ds|sz))?)\b", text)})
 table = (here / "src" / "procaddr.rs").read_text()
 table = table[table.index("table! {\n    cuInit"):]
 implemented = set(re.findall(r"^\s+(cu\w+) \[", table, re.M))

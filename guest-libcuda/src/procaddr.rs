@@ -204,8 +204,10 @@ table! {
     cuStreamGetId [12000 cuStreamGetId] [ptds 12000 cuStreamGetId_ptsz];
     cuStreamGetDevice [12080 cuStreamGetDevice] [ptds 12080 cuStreamGetDevice_ptsz];
     cuStreamIsCapturing [10000 cuStreamIsCapturing] [ptds 10000 cuStreamIsCapturing_ptsz];
-    cuStreamGetCaptureInfo [11030 cuStreamGetCaptureInfo_v2] [ptds 11030 cuStreamGetCaptureInfo_v2] [12030 cuStreamGetCaptureInfo_v3] [ptds 12030 cuStreamGetCaptureInfo_v3];
+    cuStreamGetCaptureInfo [10010 cuStreamGetCaptureInfo] [ptds 10010 cuStreamGetCaptureInfo_ptsz] [11030 cuStreamGetCaptureInfo_v2] [ptds 11030 cuStreamGetCaptureInfo_v2] [12030 cuStreamGetCaptureInfo_v3] [ptds 12030 cuStreamGetCaptureInfo_v3];
     cuThreadExchangeStreamCaptureMode [10010 cuThreadExchangeStreamCaptureMode];
+    cuProfilerStart [4000 cuProfilerStart];
+    cuProfilerStop [4000 cuProfilerStop];
 
     cuEventCreate [2000 cuEventCreate];
     cuEventDestroy [4000 cuEventDestroy_v2];
@@ -419,10 +421,13 @@ mod tests {
             eprintln!("skipped: VCUDA_CUDA_ROOT not set (eval \"$(scripts/setup.sh --env)\")");
             return;
         };
-        let Ok(text) = std::fs::read_to_string(format!("{root}/include/cudaTypedefs.h")) else {
+        let Ok(mut text) = std::fs::read_to_string(format!("{root}/include/cudaTypedefs.h")) else {
             eprintln!("skipped: no cudaTypedefs.h under {root}");
             return;
         };
+        // The profiler's typedefs live in their own header.
+        text += &std::fs::read_to_string(format!("{root}/include/cudaProfilerTypedefs.h"))
+            .unwrap_or_default();
         let mut pfns = std::collections::HashSet::new();
         for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if let Some(rest) = word.strip_prefix("PFN_") {

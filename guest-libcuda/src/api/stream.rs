@@ -320,6 +320,32 @@ entry! {
         put(status, 0)
     }
 
+    fn cuStreamGetCaptureInfo(stream: Handle, status: *mut c_uint, id: *mut u64) {
+        stream_info(driver()?, stream)?;
+        put(status, 0)?;
+        if !id.is_null() {
+            put(id, 0)?;
+        }
+        Ok(())
+    }
+
+    fn cuStreamGetCaptureInfo_ptsz(stream: Handle, status: *mut c_uint, id: *mut u64) {
+        stream_info(driver()?, stream)?;
+        put(status, 0)?;
+        if !id.is_null() {
+            put(id, 0)?;
+        }
+        Ok(())
+    }
+
+    fn cuProfilerStart() {
+        Ok(())
+    }
+
+    fn cuProfilerStop() {
+        Ok(())
+    }
+
     fn cuStreamGetCaptureInfo_v2(stream: Handle, status: *mut c_uint, id: *mut u64, graph: *mut Handle, deps: *mut *const Handle, num: *mut usize) {
         stream_info(driver()?, stream)?;
         put(status, 0)?;
