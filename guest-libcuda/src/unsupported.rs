@@ -1,8 +1,8 @@
 //! Stubs for the driver-API names the shim does not implement (generated from the names in
 //! CUDA 13.0's `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that [`crate::procaddr`] does not
-//! list; regenerate with `scripts/gen_unsupported.py` after adding an entry point there). Each stub logs its name once
-//! and returns `CUDA_ERROR_NOT_SUPPORTED`; its C signature does not matter because it reads no
-//! argument.
+//! list; regenerate with `scripts/gen_unsupported.py` after adding an entry point there).
+//! Each stub logs its name once and returns `CUDA_ERROR_NOT_SUPPORTED`; its C signature does
+//! not matter because it reads no argument.
 
 use crate::types::CUresult;
 
