@@ -2,32 +2,21 @@
 //! passes its exit status through. Needs `vcuda` and the shim built in this test's target
 //! directory (`cargo build -p vmm -p guest-libcuda`) and the CUDA toolchain; skips otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use vcuda_tests::require_toolchain;
+use vcuda_tests::shim;
 use vcuda_tests::toolchain::{self, Cudart};
 
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("profile dir")
-}
-
+/// The built `vcuda` (with the shim beside it), or `None` after saying what is missing.
 fn vcuda() -> Option<PathBuf> {
-    let dir = profile_dir();
-    let (bin, lib) = (dir.join("vcuda"), dir.join("libcuda.so"));
-    if bin.is_file() && lib.is_file() {
-        Some(bin)
-    } else {
-        eprintln!(
-            "SKIPPED: {} or {} not built (cargo build -p vmm -p guest-libcuda)",
-            bin.display(),
-            lib.display()
-        );
-        None
+    match shim::vcuda_bin().and_then(|bin| shim::shim_dir().map(|_| bin)) {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            None
+        }
     }
 }
 

@@ -11,38 +11,18 @@ use std::process::{Command, Output};
 
 use host_executor::client::InProcess;
 use vcuda_tests::require_toolchain;
+use vcuda_tests::shim::{self, profile_dir};
 use vcuda_tests::toolchain::{self, Cudart};
 
-/// The profile directory of this test binary (`target/<profile>`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("profile dir")
-}
-
-/// A directory holding `libcuda.so.1` and `libcuda.so` links to the built shim.
+/// The shim directory, or `None` after saying what is missing.
 fn shim_dir() -> Option<PathBuf> {
-    let lib = profile_dir().join("libcuda.so");
-    if !lib.is_file() {
-        eprintln!(
-            "SKIPPED: {} not built (run `cargo build -p guest-libcuda` first)",
-            lib.display()
-        );
-        return None;
-    }
-    let dir = profile_dir().join("vcuda-shim");
-    std::fs::create_dir_all(&dir).expect("shim dir");
-    for name in ["libcuda.so.1", "libcuda.so"] {
-        let link = dir.join(name);
-        if !link.exists() {
-            // Two tests may race to create it; either link is fine.
-            let _ = std::os::unix::fs::symlink(&lib, &link);
+    match shim::shim_dir() {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            None
         }
     }
-    Some(dir)
 }
 
 /// Runs `prog` against `socket` with the shim first in its library path.
