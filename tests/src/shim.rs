@@ -6,6 +6,9 @@
 //! (`cargo test -p vcuda-tests`) they may not, and the helpers say how to build them.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::toolchain::{self, ToolchainError};
 
 /// `target/<profile>` of the running test binary (`target/<profile>/deps/<test>`).
 pub fn profile_dir() -> PathBuf {
@@ -48,4 +51,42 @@ pub fn vcuda_bin() -> Result<PathBuf, String> {
             bin.display()
         ))
     }
+}
+
+/// `tests/programs/<name>`.
+pub fn program(name: &str) -> PathBuf {
+    toolchain::workspace_root()
+        .join("tests/programs")
+        .join(name)
+}
+
+/// Compiles `tests/programs/<name>.cu` with extra nvcc `args` into `<profile>/vcuda-<out_name>`,
+/// linked with `-lcuda` against the shim in `shim` (the pip toolkit ships no libcuda stub).
+pub fn compile_linked(
+    shim: &Path,
+    name: &str,
+    out_name: &str,
+    args: &[&str],
+) -> Result<PathBuf, ToolchainError> {
+    let tc = toolchain::toolchain()?;
+    let out = profile_dir().join(format!("vcuda-{out_name}"));
+    let result = Command::new(&tc.nvcc)
+        .args(args)
+        .arg(program(&format!("{name}.cu")))
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("-L{}", tc.cuda_root.join("lib").display()))
+        .arg(format!("-L{}", shim.display()))
+        .arg("-lcuda")
+        .output()
+        .map_err(|source| ToolchainError::Io {
+            path: tc.nvcc.clone(),
+            source,
+        })?;
+    assert!(
+        result.status.success(),
+        "nvcc {name}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    Ok(out)
 }

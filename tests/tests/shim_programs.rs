@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use host_executor::client::InProcess;
 use vcuda_tests::require_toolchain;
-use vcuda_tests::shim::{self, profile_dir};
+use vcuda_tests::shim::{self, compile_linked as compile_with, profile_dir, program};
 use vcuda_tests::toolchain::{self, Cudart};
 
 /// The shim directory, or `None` after saying what is missing.
@@ -64,12 +64,6 @@ fn run_passes(shim: &Path, prog: &Path, args: &[&str]) -> String {
     stdout
 }
 
-fn program(name: &str) -> PathBuf {
-    toolchain::workspace_root()
-        .join("tests/programs")
-        .join(name)
-}
-
 #[test]
 fn runtime_api_static_cudart() {
     let Some(shim) = shim_dir() else { return };
@@ -90,41 +84,9 @@ fn runtime_api_shared_cudart() {
     run_passes(&shim, &prog, &[]);
 }
 
-/// Compiles a driver-API program linked with `-lcuda` against the shim itself (the pip
-/// toolkit ships no libcuda stub), into the profile directory.
+/// Compiles a driver-API program linked with `-lcuda` against the shim itself.
 fn compile_driver_program(shim: &Path, name: &str) -> Result<PathBuf, toolchain::ToolchainError> {
     compile_with(shim, name, name, &[])
-}
-
-/// Compiles `tests/programs/<name>.cu` with extra nvcc `args` into `vcuda-<out_name>`, linked
-/// with `-lcuda` against the shim.
-fn compile_with(
-    shim: &Path,
-    name: &str,
-    out_name: &str,
-    args: &[&str],
-) -> Result<PathBuf, toolchain::ToolchainError> {
-    let tc = toolchain::toolchain()?;
-    let out = profile_dir().join(format!("vcuda-{out_name}"));
-    let status = Command::new(&tc.nvcc)
-        .args(args)
-        .arg(program(&format!("{name}.cu")))
-        .arg("-o")
-        .arg(&out)
-        .arg(format!("-L{}", tc.cuda_root.join("lib").display()))
-        .arg(format!("-L{}", shim.display()))
-        .arg("-lcuda")
-        .output()
-        .map_err(|source| toolchain::ToolchainError::Io {
-            path: tc.nvcc.clone(),
-            source,
-        })?;
-    assert!(
-        status.status.success(),
-        "nvcc {name}: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    Ok(out)
 }
 
 #[test]

@@ -125,7 +125,8 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => {
             let selected = open_backend(args.backend.into(), CpuConfig::default())?;
             if let Some(note) = &selected.note {
-                tracing::info!("vcuda exec: {note}");
+                // `auto` says which backend it picked (and why, when it fell back to cpu).
+                eprintln!("vcuda exec: {note}");
             }
             let executor: Arc<Executor> = Executor::new(
                 selected.backend,
