@@ -19,6 +19,9 @@
  *   info          print the e820 RAM total and the CPU count from the MP table, exit 0
  *   virtio        drive every virtio-mmio device from the command line (echo device 0xEC40):
  *                 probe, negotiate, set up a queue, round trip, interrupt, misuse, reset
+ *   gpu           drive the virtio-gpu device (id 16, first device on the command line) like
+ *                 Linux's DRM driver: GET_DISPLAY_INFO, RESOURCE_CREATE_2D (64x64 X8R8G8B8),
+ *                 ATTACH_BACKING, SET_SCANOUT, draw a pattern, TRANSFER_TO_HOST_2D, RESOURCE_FLUSH
  *   cuda          drive the virtio-cuda device (0xC0DA, first device on the command line) with
  *                 real protocol frames: Hello, Init, MemAlloc, a fire-and-forget H2D copy through
  *                 a data window, D2H through a data window; check replies and data
@@ -376,6 +379,113 @@ static void cuda_mode(const char *cmdline) {
     test_cuda(base, irq);
 }
 
+
+/* ---- virtio-gpu (virtio 1.2 section 5.7): controlq 0 + cursorq 1, the Linux KMS sequence ---- */
+#define FB_W 64
+#define FB_H 64
+static u32 framebuffer[FB_W * FB_H] __attribute__((aligned(4096)));
+static u8 gcmd[128] __attribute__((aligned(8)));
+static u8 gresp[512] __attribute__((aligned(8)));
+static struct desc cdescs[QSIZE] __attribute__((aligned(16)));
+static struct { u16 flags, idx, ring[QSIZE], used_event; } cavail __attribute__((aligned(2)));
+static struct { u16 flags, idx; struct { u32 id, len; } ring[QSIZE]; u16 avail_event; } cused
+    __attribute__((aligned(4)));
+static u16 gpu_avail;
+
+/* ctrl header: type, flags, fence_id, ctx_id, ring_idx + padding (24 bytes). */
+static u8 *gpu_cmd(u32 type) {
+    memset(gcmd, 0, sizeof(gcmd));
+    put32(gcmd, type);
+    return gcmd + 24;
+}
+
+/* Sends gcmd[0..len] (+ an optional second readable buffer) on the control queue; returns the
+ * response type. */
+static u32 gpu_submit(u64 base, u32 len, const void *extra, u32 extra_len, u32 resp_len) {
+    u16 n = 0;
+    descs[n] = (struct desc){ (u64)gcmd, len, 1, 1 }; n++;
+    if (extra_len) { descs[n] = (struct desc){ (u64)extra, extra_len, 1, (u16)(n + 1) }; n++; }
+    descs[n] = (struct desc){ (u64)gresp, resp_len, 2, 0 }; n++;
+    avail.ring[gpu_avail % QSIZE] = 0;
+    barrier();
+    avail.idx = ++gpu_avail;
+    barrier();
+    mmio_write32(base + QUEUE_NOTIFY, 0);
+    while (*(volatile u16 *)&used.idx != gpu_avail)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    mmio_write32(base + INT_ACK, 1);
+    barrier();
+    return get32(gresp);
+}
+
+static void put_rect(u8 *p, u32 x, u32 y, u32 w, u32 h) { put32(p, x); put32(p + 4, y); put32(p + 8, w); put32(p + 12, h); }
+
+static void test_gpu(u64 base, u32 irq) {
+    puts("virtio-gpu device at "); puthex(base); putc('\n');
+    check(mmio_read32(base + DEVICE_ID) == 16, "device id virtio-gpu");
+    mmio_write32(base + STATUS, 0);
+    mmio_write32(base + STATUS, S_ACK);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER);
+    mmio_write32(base + DRV_FEAT_SEL, 1); mmio_write32(base + DRV_FEAT, 1);
+    mmio_write32(base + DRV_FEAT_SEL, 0); mmio_write32(base + DRV_FEAT, 0);
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK);
+    check(mmio_read32(base + STATUS) & S_FEATURES_OK, "FEATURES_OK");
+    check(mmio_read32(base + CONFIG + 8) >= 1, "config: num_scanouts");
+    struct { u64 d, a, u; } rings[2] = { { (u64)descs, (u64)&avail, (u64)&used },
+                                         { (u64)cdescs, (u64)&cavail, (u64)&cused } };
+    for (u32 q = 0; q < 2; q++) {
+        mmio_write32(base + QUEUE_SEL, q);
+        mmio_write32(base + QUEUE_NUM, QSIZE);
+        mmio_write32(base + DESC_LO, (u32)rings[q].d); mmio_write32(base + DESC_HI, 0);
+        mmio_write32(base + AVAIL_LO, (u32)rings[q].a); mmio_write32(base + AVAIL_HI, 0);
+        mmio_write32(base + USED_LO, (u32)rings[q].u); mmio_write32(base + USED_HI, 0);
+        mmio_write32(base + QUEUE_READY, 1);
+    }
+    mmio_write32(base + STATUS, S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+    check(!(mmio_read32(base + STATUS) & S_NEEDS_RESET), "device live");
+    setup_interrupts(irq);
+
+    gpu_cmd(0x0100);
+    check(gpu_submit(base, 24, 0, 0, 408) == 0x1101, "GET_DISPLAY_INFO");
+    check(get32(gresp + 24 + 8) > 0 && get32(gresp + 24 + 16) == 1, "scanout 0 enabled with a size");
+    u8 *b = gpu_cmd(0x0101);                       /* RESOURCE_CREATE_2D id 1, X8R8G8B8 */
+    put32(b, 1); put32(b + 4, 4); put32(b + 8, FB_W); put32(b + 12, FB_H);
+    check(gpu_submit(base, 40, 0, 0, 24) == 0x1100, "RESOURCE_CREATE_2D");
+    static u8 entry[16] __attribute__((aligned(8)));
+    put64(entry, (u64)framebuffer); put32(entry + 8, sizeof(framebuffer)); put32(entry + 12, 0);
+    b = gpu_cmd(0x0106);                           /* ATTACH_BACKING: 1 entry */
+    put32(b, 1); put32(b + 4, 1);
+    check(gpu_submit(base, 32, entry, 16, 24) == 0x1100, "RESOURCE_ATTACH_BACKING");
+    b = gpu_cmd(0x0103);                           /* SET_SCANOUT 0 -> resource 1 */
+    put_rect(b, 0, 0, FB_W, FB_H); put32(b + 16, 0); put32(b + 20, 1);
+    check(gpu_submit(base, 48, 0, 0, 24) == 0x1100, "SET_SCANOUT");
+    /* The pattern: bytes in memory X, R, G, B with R = 4x, G = 4y, B = x ^ y. */
+    for (u32 y = 0; y < FB_H; y++)
+        for (u32 x = 0; x < FB_W; x++)
+            framebuffer[y * FB_W + x] = 0xff | (4 * x) << 8 | (4 * y) << 16 | ((x ^ y) & 0xff) << 24;
+    b = gpu_cmd(0x0105);                           /* TRANSFER_TO_HOST_2D */
+    put_rect(b, 0, 0, FB_W, FB_H); put64(b + 16, 0); put32(b + 24, 1);
+    check(gpu_submit(base, 56, 0, 0, 24) == 0x1100, "TRANSFER_TO_HOST_2D");
+    b = gpu_cmd(0x0104);                           /* RESOURCE_FLUSH */
+    put_rect(b, 0, 0, FB_W, FB_H); put32(b + 16, 1);
+    check(gpu_submit(base, 48, 0, 0, 24) == 0x1100, "RESOURCE_FLUSH");
+    b = gpu_cmd(0x0101);                           /* a resource id that exists already */
+    put32(b, 1); put32(b + 4, 4); put32(b + 8, 8); put32(b + 12, 8);
+    check(gpu_submit(base, 40, 0, 0, 24) >= 0x1200, "duplicate resource id -> error response");
+    check(irq_count > 0, "completion interrupts");
+}
+
+static void gpu_mode(const char *cmdline) {
+    const char *p = find(cmdline, "virtio_mmio.device=");
+    const char *at = p ? find(p, "@") : 0;
+    if (!at) { check(0, "found virtio_mmio.device= on the command line"); return; }
+    const char *s = at + 1;
+    u64 base = parse_num(&s);
+    u32 irq = 0;
+    if (*s == ':') { s++; irq = (u32)parse_num(&s); }
+    test_gpu(base, irq);
+}
+
 /* ---- memtest ---- */
 static u64 pd_high[512] __attribute__((aligned(4096)));
 
@@ -518,6 +628,10 @@ void guest_main(const u8 *boot_params) {
     } else if (word_is(mode, "info")) {
         info_mode(boot_params);
         exit_with(0);
+    } else if (word_is(mode, "gpu")) {
+        gpu_mode(cmdline);
+        puts(failures ? "gpu: FAILED\n" : "gpu: all checks passed\n");
+        exit_with((u8)failures);
     } else if (word_is(mode, "cuda")) {
         cuda_mode(cmdline);
         puts(failures ? "cuda: FAILED\n" : "cuda: all checks passed\n");
