@@ -23,6 +23,12 @@
 //! A window may be at most [`VirtioTransport::MAX_WINDOW`] bytes; larger transfers are split by
 //! the caller. (A window of n pages takes up to n descriptors; chains longer than the ring go
 //! through an indirect table the driver allocates atomically: 4 MiB windows need 16 KiB.)
+//!
+//! Plain [`Transport`] users get windows too: a `MemcpyHtoD` with a large inline payload and a
+//! large `MemcpyDtoH` into the reply are turned into window-sized copies through data windows
+//! (the driver pins the buffers instead of copying them through the kernel), so a client that
+//! knows nothing of windows still avoids multi-megabyte frames. Several frames handed to `send`
+//! at once (a batching wrapper) become one chain each.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -236,13 +242,168 @@ impl VirtioTransport {
 }
 
 impl Transport for VirtioTransport {
-    fn send(&self, frame: &[u8]) -> Result<(), TransportError> {
-        let mut c = call_for(frame, CALL_ASYNC);
-        self.ioctl(&mut c)
+    /// Sends fire-and-forget frames: several back to back (as a batching wrapper hands them
+    /// over) become one chain each.
+    fn send(&self, frames: &[u8]) -> Result<(), TransportError> {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let len = RequestHeader::get(&mut Reader::new(rest))
+                .map(|h| HEADER_LEN.saturating_add(h.body_len as usize))
+                .unwrap_or(rest.len())
+                .min(rest.len());
+            let (frame, tail) = rest.split_at(len);
+            if self.copy_in_windows(frame, None)?.is_none() {
+                let mut c = call_for(frame, CALL_ASYNC);
+                self.ioctl(&mut c)?;
+            }
+            rest = tail;
+        }
+        Ok(())
     }
 
     fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError> {
+        if let Some(reply) = self.copy_in_windows(frame, Some(seq))? {
+            return Ok(reply);
+        }
+        if let Some(reply) = self.copy_out_windows(frame, seq)? {
+            return Ok(reply);
+        }
         self.call_with_data(frame, seq, &[], &mut [])
+    }
+}
+
+/// Inline payloads above this size travel in data windows instead (the driver pins the
+/// caller's pages rather than copying the bytes into a kernel buffer).
+const BULK_THRESHOLD: usize = 64 << 10;
+
+impl VirtioTransport {
+    /// A `MemcpyHtoD` with a large inline payload, sent as window-sized copies whose bytes
+    /// travel in data windows. `sync`: the caller waits for a reply with this sequence number
+    /// (each piece is then synchronous, and the first failure is the reply). `None`: the frame
+    /// is not such a copy.
+    fn copy_in_windows(
+        &self,
+        frame: &[u8],
+        sync: Option<u32>,
+    ) -> Result<Option<Reply>, TransportError> {
+        if frame.len() <= BULK_THRESHOLD
+            || opcode(frame) != Some(<p::MemcpyHtoD as p::Call>::OPCODE)
+        {
+            return Ok(None);
+        }
+        let Some((h, c, bytes)) = inline_htod(frame) else {
+            return Ok(None);
+        };
+        let mut last = None;
+        for (i, chunk) in bytes.chunks(Self::MAX_WINDOW).enumerate() {
+            let piece = p::MemcpyHtoD {
+                ctx: c.ctx,
+                stream: c.stream,
+                dst: c.dst.wrapping_add((i * Self::MAX_WINDOW) as u64),
+                src: p::Source::Shm {
+                    offset: 0,
+                    len: chunk.len() as u64,
+                },
+            };
+            let mut f = Vec::with_capacity(64);
+            p::encode_call(h.seq, &piece, &mut f);
+            match sync {
+                None => self.send_with_data(&f, chunk)?,
+                Some(seq) => {
+                    clear_async(&mut f);
+                    let reply = self.call_with_data(&f, seq, chunk, &mut [])?;
+                    if !reply.status.is_ok() {
+                        return Ok(Some(reply));
+                    }
+                    last = Some(reply);
+                }
+            }
+        }
+        Ok(match sync {
+            None => Some(Reply {
+                status: p::Status::SUCCESS,
+                body: Vec::new(),
+            }),
+            Some(_) => last.or(Some(Reply {
+                status: p::Status::SUCCESS,
+                body: Vec::new(),
+            })),
+        })
+    }
+
+    /// A large `MemcpyDtoH` into the reply, done as window-sized copies into data windows and
+    /// answered with the reply the executor would have sent. `None`: not such a copy.
+    fn copy_out_windows(&self, frame: &[u8], seq: u32) -> Result<Option<Reply>, TransportError> {
+        if opcode(frame) != Some(<p::MemcpyDtoH as p::Call>::OPCODE) {
+            return Ok(None);
+        }
+        let Ok((_, p::Request::MemcpyDtoH(c))) = p::decode_request(frame) else {
+            return Ok(None);
+        };
+        if c.dst != Sink::Reply || c.len <= BULK_THRESHOLD as u64 || c.len > p::MAX_INLINE as u64 {
+            return Ok(None);
+        }
+        // The reply body is a DataReply: u32 length, then the bytes (written in place).
+        let len = c.len as usize;
+        let mut body = vec![0u8; 4 + len];
+        body[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        for (i, chunk) in body[4..].chunks_mut(Self::MAX_WINDOW).enumerate() {
+            let piece = p::MemcpyDtoH {
+                ctx: c.ctx,
+                stream: c.stream,
+                src: c.src.wrapping_add((i * Self::MAX_WINDOW) as u64),
+                len: chunk.len() as u64,
+                dst: Sink::Shm {
+                    offset: 0,
+                    len: chunk.len() as u64,
+                },
+            };
+            let mut f = Vec::with_capacity(64);
+            p::encode_call(seq, &piece, &mut f);
+            let reply = self.call_with_data(&f, seq, &[], chunk)?;
+            if !reply.status.is_ok() {
+                return Ok(Some(reply));
+            }
+        }
+        Ok(Some(Reply {
+            status: p::Status::SUCCESS,
+            body,
+        }))
+    }
+}
+
+/// The fields of a `MemcpyHtoD` frame with an inline source, the payload borrowed from the
+/// frame (no copy: fresh multi-megabyte buffers cost a page fault per page).
+fn inline_htod(frame: &[u8]) -> Option<(RequestHeader, p::MemcpyHtoD, &[u8])> {
+    let mut r = Reader::new(frame);
+    let h = RequestHeader::get(&mut r).ok()?;
+    let mut body = Reader::new(r.take(h.body_len as usize).ok()?);
+    r.finish().ok()?;
+    let (ctx, stream, dst) = (body.u64().ok()?, body.u64().ok()?, body.u64().ok()?);
+    if body.u8().ok()? != 0 {
+        return None; // not Source::Inline
+    }
+    let bytes = body.bytes().ok()?;
+    body.finish().ok()?;
+    let c = p::MemcpyHtoD {
+        ctx,
+        stream,
+        dst,
+        src: p::Source::Inline(Vec::new()),
+    };
+    Some((h, c, bytes))
+}
+
+fn opcode(frame: &[u8]) -> Option<u16> {
+    RequestHeader::get(&mut Reader::new(frame))
+        .ok()
+        .map(|h| h.opcode)
+}
+
+fn clear_async(frame: &mut [u8]) {
+    if let Some(flags) = frame.get_mut(6..8) {
+        let v = u16::from_le_bytes([flags[0], flags[1]]) & !FLAG_ASYNC;
+        flags.copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -304,6 +465,30 @@ mod tests {
         // _IOWR('V', 1, struct vcuda_call) with a 64-byte struct.
         assert_eq!(std::mem::size_of::<VcudaCall>(), 64);
         assert_eq!(VCUDA_IOC_CALL, 0xC040_5601);
+    }
+
+    #[test]
+    fn inline_host_to_device_payloads_are_borrowed_from_the_frame() {
+        let copy = p::MemcpyHtoD {
+            ctx: 3,
+            stream: 4,
+            dst: 5,
+            src: p::Source::Inline(vec![7; 100]),
+        };
+        let mut f = Vec::new();
+        p::encode_call(9, &copy, &mut f);
+        let (h, c, bytes) = inline_htod(&f).unwrap();
+        assert_eq!((h.seq, c.ctx, c.stream, c.dst), (9, 3, 4, 5));
+        assert_eq!(bytes, &[7; 100][..]);
+        f.push(0);
+        assert!(inline_htod(&f).is_none());
+        let mut g = Vec::new();
+        let shm = p::MemcpyHtoD {
+            src: p::Source::Shm { offset: 0, len: 1 },
+            ..copy
+        };
+        p::encode_call(9, &shm, &mut g);
+        assert!(inline_htod(&g).is_none());
     }
 
     #[test]
