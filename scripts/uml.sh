@@ -167,9 +167,15 @@ cmd_run() {
   local dev=""
   [[ -n "$sock" ]] && dev="virtio_uml.device=$sock:$DEVICE_ID"
   # con0 on stdin/stdout carries the guest console (kernel messages and the program's output).
-  # Guest RAM is a file in $TMPDIR: prefer tmpfs.
-  local memdir="$work"
-  [[ -d /dev/shm && -w /dev/shm ]] && memdir=/dev/shm
+  # Guest RAM is a file in $TMPDIR: prefer tmpfs when it has room (containers often give
+  # /dev/shm only 64 MiB; touching guest pages beyond a full tmpfs would kill UML with SIGBUS).
+  local memdir="$work" need_kb shm_kb
+  need_kb=$(numfmt --from=iec "${mem}" 2>/dev/null || echo 0)
+  need_kb=$((need_kb / 1024))
+  shm_kb=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2{print $4}')
+  if [[ -w /dev/shm && -n "$shm_kb" && "$need_kb" -gt 0 && "$shm_kb" -gt $((need_kb + 65536)) ]]; then
+    memdir=/dev/shm
+  fi
   TMPDIR="$memdir" timeout --foreground -k 5 "$timeout" "$(uml_linux)" \
     mem="$mem" root=/dev/root rootfstype=hostfs rootflags=/ rw quiet \
     init="$work/init" con=null con0=null,fd:1 $dev </dev/null || true
