@@ -389,6 +389,55 @@ static u32 vcuda_resp_frames(const u8 *buf, u32 len)
 
 /* ---- the character device ---- */
 
+/*
+ * Fire-and-forget frames without data windows, possibly several back to back (a batching
+ * client): one chain each, so one system call can queue many launches. resp_len reports the
+ * bytes of whole frames queued, also on error, so the caller can resume after a failure.
+ */
+static long vcuda_send_frames(struct vcuda_file *f, const struct vcuda_call *c,
+			      struct vcuda_call __user *uarg)
+{
+	struct vcuda_dev *vd = f->vd;
+	u8 hdr[VCUDA_HDR_LEN];
+	struct vcuda_req *r;
+	u32 done = 0, len;
+	int err = 0;
+
+	while (done < c->frame_len) {
+		err = -EINVAL;
+		if (c->frame_len - done < VCUDA_HDR_LEN)
+			break;
+		err = -EFAULT;
+		if (copy_from_user(hdr, u64_to_user_ptr(c->frame + done), sizeof(hdr)))
+			break;
+		err = -EINVAL;
+		len = get_unaligned_le32(hdr + 12);
+		if (len > c->frame_len - done - VCUDA_HDR_LEN)
+			break;
+		len += VCUDA_HDR_LEN;
+		err = -ENOMEM;
+		r = vcuda_req_alloc(vd, VCUDA_ENV_FRAME, f->session, len);
+		if (!r)
+			break;
+		err = -EFAULT;
+		if (!copy_from_user(r->buf + VCUDA_ENV_LEN, u64_to_user_ptr(c->frame + done), len))
+			err = vcuda_kbuf_sg(r->buf, r->buf_len, &r->buf_sgt);
+		if (!err) {
+			r->async = true;
+			err = vcuda_submit(vd, r, true);
+		}
+		if (err) {
+			vcuda_req_free(r);
+			break;
+		}
+		/* @r now belongs to the completion path. */
+		done += len;
+	}
+	if (put_user(done, &uarg->resp_len))
+		return -EFAULT;
+	return err;
+}
+
 static long vcuda_call(struct vcuda_file *f, struct vcuda_call __user *uarg)
 {
 	struct vcuda_dev *vd = f->vd;
@@ -405,6 +454,8 @@ static long vcuda_call(struct vcuda_file *f, struct vcuda_call __user *uarg)
 	if (c.frame_len < VCUDA_HDR_LEN || c.frame_len > VCUDA_MAX_FRAME)
 		return -EINVAL;
 	wait = !(c.flags & VCUDA_CALL_ASYNC) || c.data_in_len || c.data_out_len;
+	if (!wait)
+		return vcuda_send_frames(f, &c, uarg);
 	if (!(c.flags & VCUDA_CALL_ASYNC) && !c.resp_cap)
 		return -EINVAL;
 
@@ -431,13 +482,10 @@ static long vcuda_call(struct vcuda_file *f, struct vcuda_call __user *uarg)
 	err = vcuda_window_pin(&r->out, c.data_out, c.data_out_len, true, vd->max_window);
 	if (err)
 		goto free;
-	r->async = !wait;
 
 	err = vcuda_submit(vd, r, true);
 	if (err)
 		goto free;
-	if (!wait)
-		return 0;	/* freed on completion */
 	err = vcuda_wait(vd, r);
 	if (err)
 		return err;	/* orphaned: freed on completion */

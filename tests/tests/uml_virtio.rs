@@ -447,9 +447,45 @@ fn guest_side() {
     );
     ctx.free(dptr).expect("MemFree");
 
+    launch_cost(&client);
     bandwidth(&t, &ctx);
     concurrency_checks(&client, c);
     println!("{OK_MARKER}");
+}
+
+/// Client-side cost of fire-and-forget launches: one ioctl each, and batched (frames buffered
+/// by `BatchTransport`, queued many per ioctl by the driver).
+fn launch_cost(plain: &Client) {
+    use virtio_cuda::client::batch::{BatchConfig, BatchTransport};
+    let t = VirtioTransport::open_default().expect("open /dev/vcuda0");
+    let bt = BatchTransport::new(t, BatchConfig::default()).expect("batch transport");
+    let batched = Client::new(Box::new(bt), "uml_batched").expect("Hello");
+    for (name, client) in [("one ioctl each", plain), ("batched", &batched)] {
+        let ctx = client.create_context(0).expect("CtxCreate");
+        let module = ctx.load_module(DEMO_PTX.as_bytes()).expect("ModuleLoad");
+        let vadd = module.function("vadd").expect("vadd");
+        let d = ctx.alloc(3 * 4 * 32).expect("MemAlloc");
+        let args = [
+            KernelArg::Ptr(d),
+            KernelArg::Ptr(d + 128),
+            KernelArg::Ptr(d + 256),
+            KernelArg::I32(32),
+        ];
+        const N: u32 = 2000;
+        let t0 = Instant::now();
+        for _ in 0..N {
+            vadd.launch([1, 1, 1], [32, 1, 1], 0, &args)
+                .expect("launch");
+        }
+        let issue = t0.elapsed();
+        ctx.synchronize().expect("synchronize");
+        let total = t0.elapsed();
+        println!(
+            "vcuda-uml: {N} async launches, {name}: client {:.2} us/launch, with execution {:.1} us/launch",
+            issue.as_secs_f64() * 1e6 / f64::from(N),
+            total.as_secs_f64() * 1e6 / f64::from(N)
+        );
+    }
 }
 
 /// H2D and D2H bandwidth through data windows of several sizes (32 MiB each way).

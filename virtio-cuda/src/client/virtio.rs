@@ -182,35 +182,52 @@ impl VirtioTransport {
         self.parse_response(&resp[..n], seq)
     }
 
+    /// One `VCUDA_IOC_CALL`.
+    fn try_ioctl(&self, c: &mut VcudaCall) -> Result<(), std::io::Error> {
+        // SAFETY: VCUDA_IOC_CALL reads and writes one `struct vcuda_call` at the pointer, which is
+        // a live, properly laid out `VcudaCall`; the user pointers inside it refer to buffers
+        // borrowed by the caller for the duration of the (blocking) ioctl.
+        let r = unsafe {
+            libc::ioctl(
+                self.inner.file.as_raw_fd(),
+                VCUDA_IOC_CALL as _,
+                c as *mut VcudaCall,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// A call with data windows or a reply, retried while the driver queued nothing.
     fn ioctl(&self, c: &mut VcudaCall) -> Result<(), TransportError> {
-        let mut nomem_retries = 0;
+        let mut retries = 0;
         loop {
-            // SAFETY: VCUDA_IOC_CALL reads and writes one `struct vcuda_call` at the pointer, which
-            // is a live, properly laid out `VcudaCall`; the user pointers inside it refer to
-            // buffers borrowed by the caller for the duration of the (blocking) ioctl.
-            let r = unsafe {
-                libc::ioctl(
-                    self.inner.file.as_raw_fd(),
-                    VCUDA_IOC_CALL as _,
-                    c as *mut VcudaCall,
-                )
-            };
-            if r == 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                // Queue waits are killable only, so EINTR here means nothing was queued.
-                Some(libc::EINTR) => {}
-                // Nothing was queued either: large windows need an indirect descriptor table
-                // that the driver allocates atomically, which can fail transiently.
-                Some(libc::ENOMEM) if nomem_retries < 5 => {
-                    nomem_retries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(1 << nomem_retries));
-                }
-                _ => return Err(TransportError::Io(e)),
+            match self.try_ioctl(c) {
+                Ok(()) => return Ok(()),
+                Err(e) if retryable(&e, &mut retries) => {}
+                Err(e) => return Err(TransportError::Io(e)),
             }
         }
+    }
+
+    /// Fire-and-forget frames without windows, back to back: the driver queues them all with
+    /// one system call and reports how far it got, so a failure resumes where it stopped.
+    fn send_frames(&self, mut frames: &[u8]) -> Result<(), TransportError> {
+        let mut retries = 0;
+        while !frames.is_empty() {
+            let mut c = call_for(frames, CALL_ASYNC);
+            let r = self.try_ioctl(&mut c);
+            let queued = (c.resp_len as usize).min(frames.len());
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if retryable(&e, &mut retries) => frames = &frames[queued..],
+                Err(e) => return Err(TransportError::Io(e)),
+            }
+        }
+        Ok(())
     }
 
     fn parse_response(&self, mut resp: &[u8], seq: u32) -> Result<Reply, TransportError> {
@@ -245,20 +262,24 @@ impl Transport for VirtioTransport {
     /// Sends fire-and-forget frames: several back to back (as a batching wrapper hands them
     /// over) become one chain each.
     fn send(&self, frames: &[u8]) -> Result<(), TransportError> {
-        let mut rest = frames;
-        while !rest.is_empty() {
+        // Runs of plain frames go down in one ioctl; large inline copies through windows.
+        let mut plain = 0;
+        let mut at = 0;
+        while at < frames.len() {
+            let rest = &frames[at..];
             let len = RequestHeader::get(&mut Reader::new(rest))
                 .map(|h| HEADER_LEN.saturating_add(h.body_len as usize))
                 .unwrap_or(rest.len())
                 .min(rest.len());
-            let (frame, tail) = rest.split_at(len);
-            if self.copy_in_windows(frame, None)?.is_none() {
-                let mut c = call_for(frame, CALL_ASYNC);
-                self.ioctl(&mut c)?;
+            let frame = &rest[..len];
+            if len > BULK_THRESHOLD && inline_htod(frame).is_some() {
+                self.send_frames(&frames[plain..at])?;
+                self.copy_in_windows(frame, None)?;
+                plain = at + len;
             }
-            rest = tail;
+            at += len;
         }
-        Ok(())
+        self.send_frames(&frames[plain..])
     }
 
     fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError> {
@@ -392,6 +413,21 @@ fn inline_htod(frame: &[u8]) -> Option<(RequestHeader, p::MemcpyHtoD, &[u8])> {
         src: p::Source::Inline(Vec::new()),
     };
     Some((h, c, bytes))
+}
+
+/// Whether a failed ioctl queued nothing it was not told about and may be repeated: `EINTR`
+/// (queue waits are killable only) and, a few times, `ENOMEM` (large windows need an indirect
+/// descriptor table that the driver allocates atomically, which can fail transiently).
+fn retryable(e: &std::io::Error, retries: &mut u32) -> bool {
+    match e.raw_os_error() {
+        Some(libc::EINTR) => true,
+        Some(libc::ENOMEM) if *retries < 5 => {
+            *retries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1 << *retries));
+            true
+        }
+        _ => false,
+    }
 }
 
 fn opcode(frame: &[u8]) -> Option<u16> {
