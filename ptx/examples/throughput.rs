@@ -68,39 +68,46 @@ fn main() {
         PTX.len() as f64 / parse.as_secs_f64() / 1e6
     );
 
+    // `throughput vec_add` / `throughput sgemm` runs one workload (for profiling).
+    let only = std::env::args().nth(1);
+    let run = |w: &str| only.as_deref().is_none_or(|o| o == w || o == "quick");
+    // `throughput quick`: small sizes, for instruction counting under callgrind.
+    let quick = only.as_deref() == Some("quick");
+
     // Vector add, 16M floats.
-    let n = 16 << 20;
-    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    let b: Vec<f32> = (0..n).map(|i| (n - i) as f32 * 0.5).collect();
-    let mut c = vec![0f32; n];
-    let native = best(5, || {
-        for i in 0..n {
-            c[i] = a[i] + b[i];
-        }
-        std::hint::black_box(&mut c);
-    });
-    let (pa, pb, pc) = (
-        arena.alloc(n as u64 * 4, 256).unwrap(),
-        arena.alloc(n as u64 * 4, 256).unwrap(),
-        arena.alloc(n as u64 * 4, 256).unwrap(),
-    );
-    arena.write(pa, bytes(&a)).unwrap();
-    arena.write(pb, bytes(&b)).unwrap();
-    let p = params(&kinfo("vec_add"), &[pa, pb, pc, n as u64]);
-    let cfg = LaunchConfig {
-        grid: [(n / 256) as u32, 1, 1],
-        block: [256, 1, 1],
-        dynamic_shared_bytes: 0,
-    };
     let mut stats = None;
-    let interp = best(3, || {
-        stats = Some(launch(&m, "vec_add", &cfg, &p, &arena, &opts).expect("launch"))
-    });
-    let mut check = vec![0u8; 16];
-    arena.read(pc + 4 * 1000, &mut check).unwrap();
-    assert_eq!(f32::from_le_bytes(check[..4].try_into().unwrap()), c[1000]);
-    let s = stats.unwrap_or_default();
-    println!(
+    if run("vec_add") {
+        let n = if quick { 1 << 20 } else { 16 << 20 };
+        let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..n).map(|i| (n - i) as f32 * 0.5).collect();
+        let mut c = vec![0f32; n];
+        let native = best(5, || {
+            for i in 0..n {
+                c[i] = a[i] + b[i];
+            }
+            std::hint::black_box(&mut c);
+        });
+        let (pa, pb, pc) = (
+            arena.alloc(n as u64 * 4, 256).unwrap(),
+            arena.alloc(n as u64 * 4, 256).unwrap(),
+            arena.alloc(n as u64 * 4, 256).unwrap(),
+        );
+        arena.write(pa, bytes(&a)).unwrap();
+        arena.write(pb, bytes(&b)).unwrap();
+        let p = params(&kinfo("vec_add"), &[pa, pb, pc, n as u64]);
+        let cfg = LaunchConfig {
+            grid: [(n / 256) as u32, 1, 1],
+            block: [256, 1, 1],
+            dynamic_shared_bytes: 0,
+        };
+        let interp = best(3, || {
+            stats = Some(launch(&m, "vec_add", &cfg, &p, &arena, &opts).expect("launch"))
+        });
+        let mut check = vec![0u8; 16];
+        arena.read(pc + 4 * 1000, &mut check).unwrap();
+        assert_eq!(f32::from_le_bytes(check[..4].try_into().unwrap()), c[1000]);
+        let s = stats.unwrap_or_default();
+        println!(
         "vec_add 16M:  native {:8.2} ms  interpreter {:8.2} ms  ratio {:6.1}x  ({} warp-instr, {:.1} ns/warp-instr)",
         native.as_secs_f64() * 1e3,
         interp.as_secs_f64() * 1e3,
@@ -108,49 +115,51 @@ fn main() {
         s.warp_instructions,
         interp.as_secs_f64() * 1e9 / s.warp_instructions.max(1) as f64
     );
+    }
 
     // sgemm 512x512.
-    let n = 512usize;
-    let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 - 6.0).collect();
-    let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.5).collect();
-    let mut c = vec![0f32; n * n];
-    let native = best(3, || {
-        for i in 0..n {
-            for j in 0..n {
-                let mut acc = 0f32;
-                for k in 0..n {
-                    acc += a[i * n + k] * b[k * n + j];
+    if run("sgemm") {
+        let n = if quick { 128 } else { 512usize };
+        let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.5).collect();
+        let mut c = vec![0f32; n * n];
+        let native = best(3, || {
+            for i in 0..n {
+                for j in 0..n {
+                    let mut acc = 0f32;
+                    for k in 0..n {
+                        acc += a[i * n + k] * b[k * n + j];
+                    }
+                    c[i * n + j] = acc;
                 }
-                c[i * n + j] = acc;
             }
-        }
-        std::hint::black_box(&mut c);
-    });
-    let (pa, pb, pc) = (
-        arena.alloc((n * n * 4) as u64, 256).unwrap(),
-        arena.alloc((n * n * 4) as u64, 256).unwrap(),
-        arena.alloc((n * n * 4) as u64, 256).unwrap(),
-    );
-    arena.write(pa, bytes(&a)).unwrap();
-    arena.write(pb, bytes(&b)).unwrap();
-    let p = params(&kinfo("sgemm_tiled"), &[pa, pb, pc, n as u64]);
-    let cfg = LaunchConfig {
-        grid: [(n / 16) as u32, (n / 16) as u32, 1],
-        block: [16, 16, 1],
-        dynamic_shared_bytes: 0,
-    };
-    let interp = best(2, || {
-        stats = Some(launch(&m, "sgemm_tiled", &cfg, &p, &arena, &opts).expect("launch"))
-    });
-    let mut out = vec![0u8; n * n * 4];
-    arena.read(pc, &mut out).unwrap();
-    let got: Vec<f32> = out
-        .chunks(4)
-        .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
-        .collect();
-    assert_eq!(got, c, "sgemm result");
-    let s = stats.unwrap_or_default();
-    println!(
+            std::hint::black_box(&mut c);
+        });
+        let (pa, pb, pc) = (
+            arena.alloc((n * n * 4) as u64, 256).unwrap(),
+            arena.alloc((n * n * 4) as u64, 256).unwrap(),
+            arena.alloc((n * n * 4) as u64, 256).unwrap(),
+        );
+        arena.write(pa, bytes(&a)).unwrap();
+        arena.write(pb, bytes(&b)).unwrap();
+        let p = params(&kinfo("sgemm_tiled"), &[pa, pb, pc, n as u64]);
+        let cfg = LaunchConfig {
+            grid: [(n / 16) as u32, (n / 16) as u32, 1],
+            block: [16, 16, 1],
+            dynamic_shared_bytes: 0,
+        };
+        let interp = best(2, || {
+            stats = Some(launch(&m, "sgemm_tiled", &cfg, &p, &arena, &opts).expect("launch"))
+        });
+        let mut out = vec![0u8; n * n * 4];
+        arena.read(pc, &mut out).unwrap();
+        let got: Vec<f32> = out
+            .chunks(4)
+            .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, c, "sgemm result");
+        let s = stats.unwrap_or_default();
+        println!(
         "sgemm 512:    native {:8.2} ms  interpreter {:8.2} ms  ratio {:6.1}x  ({} warp-instr, {:.1} ns/warp-instr)",
         native.as_secs_f64() * 1e3,
         interp.as_secs_f64() * 1e3,
@@ -158,4 +167,5 @@ fn main() {
         s.warp_instructions,
         interp.as_secs_f64() * 1e9 / s.warp_instructions.max(1) as f64
     );
+    }
 }

@@ -82,6 +82,17 @@ pub(crate) struct WarpIds {
     pub(crate) warp: u32,
 }
 
+/// A source operand as [`Ctx::map2`] sees it.
+#[derive(Clone, Copy)]
+enum Opnd {
+    /// A register of the frame (index in range).
+    Reg(usize),
+    /// The same value in every lane.
+    Splat(u64),
+    /// Per-lane special register: materialised by [`Ctx::src`].
+    Other,
+}
+
 /// The execution context of one instruction on one warp.
 pub(crate) struct Ctx<'a, 'e> {
     pub(crate) regs: &'a mut [Lanes],
@@ -160,30 +171,106 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// A source operand without copying a register: a register index (checked in range), a
+    /// warp-uniform value, or materialised lanes (special registers).
+    #[inline(always)]
+    fn opnd(&self, s: Src) -> Opnd {
+        match s {
+            Src::Reg(r) if (r as usize) < self.regs.len() => Opnd::Reg(r as usize),
+            Src::Reg(_) => Opnd::Splat(0),
+            Src::Imm(v) => Opnd::Splat(v),
+            Src::Sym(i, off) => Opnd::Splat(
+                self.env
+                    .syms
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or(0)
+                    .wrapping_add(off as u64),
+            ),
+            Src::Local(off) => Opnd::Splat(self.local_base.wrapping_add(off as u64)),
+            Src::Special(sp) => match self.special_uniform(sp) {
+                Some(v) => Opnd::Splat(v),
+                None => Opnd::Other,
+            },
+        }
+    }
+
     /// `d[l] = f(a[l], b[l])` on the lanes of `mask`.
+    ///
+    /// Fast path (all lanes active, register/immediate operands): one loop reading the source
+    /// registers and writing the destination in place, lane by lane (so `d` may alias `a` or `b`),
+    /// without copying any register.
     #[inline(always)]
     pub(crate) fn map2(&mut self, d: Reg, a: Src, b: Src, mask: u32, f: impl Fn(u64, u64) -> u64) {
+        let d = d as usize;
+        if mask == FULL && d < self.regs.len() {
+            let (oa, ob) = (self.opnd(a), self.opnd(b));
+            let regs = &mut *self.regs;
+            match (oa, ob) {
+                (Opnd::Reg(i), Opnd::Reg(j)) => {
+                    for l in 0..32 {
+                        let v = f(regs[i][l], regs[j][l]);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                (Opnd::Reg(i), Opnd::Splat(y)) => {
+                    for l in 0..32 {
+                        let v = f(regs[i][l], y);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                (Opnd::Splat(x), Opnd::Reg(j)) => {
+                    for l in 0..32 {
+                        let v = f(x, regs[j][l]);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         let a = self.src(a);
         let b = self.src(b);
         let mut o = [0u64; 32];
         for l in 0..32 {
             o[l] = f(a[l], b[l]);
         }
-        self.set(d, o, mask);
+        self.set(d as Reg, o, mask);
     }
 
-    /// `d[l] = f(a[l])` on the lanes of `mask`.
+    /// `d[l] = f(a[l])` on the lanes of `mask` (fast path as in [`Ctx::map2`]).
     #[inline(always)]
     pub(crate) fn map1(&mut self, d: Reg, a: Src, mask: u32, f: impl Fn(u64) -> u64) {
+        let d = d as usize;
+        if mask == FULL && d < self.regs.len() {
+            let oa = self.opnd(a);
+            let regs = &mut *self.regs;
+            match oa {
+                Opnd::Reg(i) => {
+                    for l in 0..32 {
+                        let v = f(regs[i][l]);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                Opnd::Splat(x) => {
+                    regs[d] = [f(x); 32];
+                    return;
+                }
+                Opnd::Other => {}
+            }
+        }
         let a = self.src(a);
         let mut o = [0u64; 32];
         for l in 0..32 {
             o[l] = f(a[l]);
         }
-        self.set(d, o, mask);
+        self.set(d as Reg, o, mask);
     }
 
-    /// `d[l] = f(a[l], b[l], c[l])` on the lanes of `mask`.
+    /// `d[l] = f(a[l], b[l], c[l])` on the lanes of `mask` (fast path as in [`Ctx::map2`]).
     #[inline(always)]
     pub(crate) fn map3(
         &mut self,
@@ -194,6 +281,35 @@ impl Ctx<'_, '_> {
         mask: u32,
         f: impl Fn(u64, u64, u64) -> u64,
     ) {
+        let d = d as usize;
+        if mask == FULL && d < self.regs.len() {
+            let (oa, ob, oc) = (self.opnd(a), self.opnd(b), self.opnd(c));
+            let regs = &mut *self.regs;
+            match (oa, ob, oc) {
+                (Opnd::Reg(i), Opnd::Reg(j), Opnd::Reg(k)) => {
+                    for l in 0..32 {
+                        let v = f(regs[i][l], regs[j][l], regs[k][l]);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                (Opnd::Reg(i), Opnd::Splat(y), Opnd::Reg(k)) => {
+                    for l in 0..32 {
+                        let v = f(regs[i][l], y, regs[k][l]);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                (Opnd::Reg(i), Opnd::Reg(j), Opnd::Splat(z)) => {
+                    for l in 0..32 {
+                        let v = f(regs[i][l], regs[j][l], z);
+                        regs[d][l] = v;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         let a = self.src(a);
         let b = self.src(b);
         let c = self.src(c);
@@ -201,7 +317,19 @@ impl Ctx<'_, '_> {
         for l in 0..32 {
             o[l] = f(a[l], b[l], c[l]);
         }
-        self.set(d, o, mask);
+        self.set(d as Reg, o, mask);
+    }
+
+    /// The value of a warp-uniform special register, `None` for per-lane ones.
+    #[inline(always)]
+    fn special_uniform(&self, s: Special) -> Option<u64> {
+        let e = self.env;
+        Some(match s {
+            Special::Ntid(d) => u64::from(e.block[d as usize % 3]),
+            Special::Ctaid(d) => u64::from(self.ids.ctaid[d as usize % 3]),
+            Special::Nctaid(d) => u64::from(e.grid[d as usize % 3]),
+            _ => return None,
+        })
     }
 
     fn special(&self, s: Special) -> Lanes {

@@ -95,6 +95,38 @@ impl Store {
     atomic_view!(a32, AtomicU32, 4);
     atomic_view!(a64, AtomicU64, 8);
 
+    /// The `n` consecutive 8-byte words at byte offset `off`, or `None` if out of range or
+    /// misaligned (for whole-warp coalesced accesses).
+    #[inline]
+    pub(crate) fn words64(&self, off: u64, n: usize) -> Option<&[AtomicU64]> {
+        if off & 7 != 0 {
+            return None;
+        }
+        let i = usize::try_from(off / 8).ok()?;
+        self.words.get(i..i.checked_add(n)?)
+    }
+
+    /// The `n` consecutive 4-byte words at byte offset `off`, or `None` if out of range or
+    /// misaligned (for whole-warp coalesced accesses).
+    #[inline]
+    pub(crate) fn words32(&self, off: u64, n: usize) -> Option<&[AtomicU32]> {
+        let end = off.checked_add(4 * n as u64)?;
+        if off & 3 != 0 || end > self.capacity() {
+            return None;
+        }
+        let p = self
+            .words
+            .as_ptr()
+            .cast::<AtomicU32>()
+            .wrapping_add((off / 4) as usize);
+        // SAFETY: `[off, off + 4n)` lies inside `self.words` (checked above) and `p` is 4-aligned
+        // (words are 8-aligned, `off` a multiple of 4); `AtomicU32` has the size and alignment of
+        // `u32`, and every access to the store is atomic (no `&mut` or non-atomic reference to it
+        // exists), so viewing these bytes as `AtomicU32`s for the lifetime of `&self` is sound, as
+        // for the single-word views above.
+        Some(unsafe { std::slice::from_raw_parts(p, n) })
+    }
+
     /// Loads `size` (1, 2, 4, 8) bytes at `off`, little-endian, zero-extended.
     #[inline]
     pub(crate) fn load(&self, off: u64, size: u32) -> Option<u64> {

@@ -95,10 +95,7 @@ fn mask_bits(bits: u32) -> u64 {
 
 pub(crate) fn exec(op: &DataOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecError> {
     match op {
-        DataOp::Mov { d, s } => {
-            let v = cx.src(*s);
-            cx.set(*d, v, m);
-        }
+        DataOp::Mov { d, s } => cx.map1(*d, *s, m, |x| x),
         DataOp::MovPred { d, s } => {
             let v = cx.psrc(*s);
             cx.pset(*d, v, m);

@@ -13,7 +13,7 @@
 
 use crate::ast::{Instruction, Ty};
 use crate::error::ExecError;
-use crate::exec::Ctx;
+use crate::exec::{Ctx, Lanes};
 use crate::ir::{PReg, Reg, Src};
 use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ops::convert::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
@@ -606,6 +606,34 @@ const RN_FTZ: FMode = FMode {
     sat: false,
 };
 
+/// `fma.rn.f32` over 32 lanes: with the host's FMA instructions where the CPU has them (the
+/// default x86-64 target lacks them, and `mul_add` then calls a slow software `fmaf`). Both are
+/// correctly rounded, so the results are bit-identical.
+#[inline(always)]
+fn fma32_lanes(x: &Lanes, y: &Lanes, z: &Lanes) -> Lanes {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: `fma32_lanes_fma` only requires the `fma` target feature, detected just above.
+        return unsafe { fma32_lanes_fma(x, y, z) };
+    }
+    fma32_lanes_any(x, y, z)
+}
+
+#[inline(always)]
+fn fma32_lanes_any(x: &Lanes, y: &Lanes, z: &Lanes) -> Lanes {
+    let mut o = [0u64; 32];
+    for l in 0..32 {
+        o[l] = bits32(f32_of(x[l]).mul_add(f32_of(y[l]), f32_of(z[l])));
+    }
+    o
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn fma32_lanes_fma(x: &Lanes, y: &Lanes, z: &Lanes) -> Lanes {
+    fma32_lanes_any(x, y, z)
+}
+
 pub(crate) fn exec(op: &FloatOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecError> {
     match *op {
         FloatOp::Bin {
@@ -667,6 +695,10 @@ pub(crate) fn exec(op: &FloatOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), Exe
             b,
             c,
         } => match md {
+            RN if m == crate::exec::FULL => {
+                let (x, y, z) = (cx.src(a), cx.src(b), cx.src(c));
+                cx.set(d, fma32_lanes(&x, &y, &z), m);
+            }
             RN => cx.map3(d, a, b, c, m, |x, y, z| {
                 bits32(f32_of(x).mul_add(f32_of(y), f32_of(z)))
             }),

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::{Ctx, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
+use crate::exec::{Ctx, FULL, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
 use crate::ir::{MemSpace, PReg, Reg, Src};
 use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ops::int::sext;
@@ -144,6 +144,48 @@ fn buf_load(buf: &[u8], o: u64, size: u32) -> Option<u64> {
     }
 }
 
+/// Whole-warp unit-stride access (every lane active, lane `l` at `a0 + l * size`, the 32 accesses
+/// below the generic windows): `a0`.
+#[inline(always)]
+fn unit_stride(base: &[u64; 32], off: i64, size: u32, m: u32) -> Option<u64> {
+    if m != FULL {
+        return None;
+    }
+    let s = u64::from(size);
+    let mut ok = true;
+    for (l, &b) in base.iter().enumerate() {
+        ok &= b == base[0].wrapping_add(l as u64 * s);
+    }
+    let a0 = base[0].wrapping_add(off as u64);
+    (ok && a0.checked_add(32 * s).is_some_and(|e| e <= WINDOW_BASE)).then_some(a0)
+}
+
+/// Whole-warp shared-memory access (every lane active, all lanes aligned and in bounds): the 32
+/// byte offsets. `None` sends the access to the lane-by-lane path, which reports the fault.
+#[inline(always)]
+fn shared_offsets(
+    base: &[u64; 32],
+    off: i64,
+    size: u32,
+    m: u32,
+    len: usize,
+) -> Option<[usize; 32]> {
+    if m != FULL {
+        return None;
+    }
+    let (mut or, mut hi) = (0u64, 0u64);
+    let mut a = [0u64; 32];
+    for l in 0..32 {
+        a[l] = base[l].wrapping_add(off as u64);
+        or |= a[l];
+        hi = hi.max(a[l]);
+    }
+    if or & u64::from(size - 1) != 0 || hi.checked_add(u64::from(size))? > len as u64 {
+        return None;
+    }
+    Some(a.map(|x| x as usize))
+}
+
 /// Scalar 4/8-byte loads with one space for all lanes: the hot path.
 #[inline(always)]
 fn load_fast(
@@ -158,6 +200,14 @@ fn load_fast(
     let mut bits = m;
     match space {
         MemSpace::Shared => {
+            if let Some(a) = shared_offsets(base, off, size, m, cx.shared.len()) {
+                let sh = &*cx.shared;
+                for l in 0..32 {
+                    // In bounds (checked by `shared_offsets`): the fallback is never taken.
+                    out[l] = buf_load(sh, a[l] as u64, size).unwrap_or(0);
+                }
+                return Ok(out);
+            }
             while bits != 0 {
                 let l = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -187,6 +237,23 @@ fn load_fast(
             }
         }
         MemSpace::Global | MemSpace::Const | MemSpace::Generic if bits != 0 => {
+            if let Some(a0) = unit_stride(base, off, size, m) {
+                if let Ok((store, o)) = cx.global(a0, 32 * u64::from(size)) {
+                    if size == 4 {
+                        if let Some(w) = store.words32(o, 32) {
+                            for (v, w) in out.iter_mut().zip(w) {
+                                *v = u64::from(w.load(Relaxed));
+                            }
+                            return Ok(out);
+                        }
+                    } else if let Some(w) = store.words64(o, 32) {
+                        for (v, w) in out.iter_mut().zip(w) {
+                            *v = w.load(Relaxed);
+                        }
+                        return Ok(out);
+                    }
+                }
+            }
             if let Some((store, sbase)) = warp_range(cx, size, base, off, m) {
                 while bits != 0 {
                     let l = bits.trailing_zeros() as usize;
@@ -266,7 +333,35 @@ fn store_fast(
     m: u32,
 ) -> Result<(), ExecError> {
     let mut bits = m;
+    if space == MemSpace::Shared {
+        if let Some(a) = shared_offsets(base, off, size, m, cx.shared.len()) {
+            for l in 0..32 {
+                // In bounds (checked by `shared_offsets`): `get_mut` never fails.
+                if let Some(dst) = cx.shared.get_mut(a[l]..a[l] + size as usize) {
+                    dst.copy_from_slice(&v[l].to_le_bytes()[..size as usize]);
+                }
+            }
+            return Ok(());
+        }
+    }
     if matches!(space, MemSpace::Global | MemSpace::Generic) {
+        if let Some(a0) = unit_stride(base, off, size, m) {
+            if let Ok((store, o)) = cx.global(a0, 32 * u64::from(size)) {
+                if size == 4 {
+                    if let Some(w) = store.words32(o, 32) {
+                        for (v, w) in v.iter().zip(w) {
+                            w.store(*v as u32, Relaxed);
+                        }
+                        return Ok(());
+                    }
+                } else if let Some(w) = store.words64(o, 32) {
+                    for (v, w) in v.iter().zip(w) {
+                        w.store(*v, Relaxed);
+                    }
+                    return Ok(());
+                }
+            }
+        }
         if let Some((store, sbase)) = warp_range(cx, size, base, off, m) {
             while bits != 0 {
                 let l = bits.trailing_zeros() as usize;
@@ -323,6 +418,19 @@ pub(crate) fn exec(op: &MemOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
             off,
             ..
         } if size >= 4 && space != MemSpace::Local => {
+            if space == MemSpace::KParam && !matches!(addr, Src::Reg(_) | Src::Special(_)) {
+                // Warp-uniform parameter address: one load for the warp.
+                let a = cx.src(addr)[0].wrapping_add(off as u64);
+                if a & u64::from(size - 1) != 0 {
+                    return Err(ExecError::MisalignedAddress { addr: a });
+                }
+                let v = buf_load(cx.env.params, a, size)
+                    .ok_or(ExecError::IllegalAddress { addr: a })?;
+                if let Some(d) = d {
+                    cx.set(d, [v; 32], m);
+                }
+                return Ok(());
+            }
             let base = cx.src(addr);
             let v = load_fast(cx, space, size, &base, off, m)?;
             if let Some(d) = d {
