@@ -4,7 +4,8 @@
 //! table, vring setup, config space); once the request queue is fully configured, started (kick
 //! descriptor received) and enabled, a worker thread owns the [`Queue`] and drives the device:
 //! kick → [`CudaDevice::process_queue`] → call. While requests keep arriving the worker polls
-//! the ring with notifications suppressed for [`POLL_WINDOW`] before it re-enables them and
+//! the ring with notifications suppressed for a poll window ([`POLL_WINDOW`] by default) before
+//! it re-enables them and
 //! sleeps, so a busy guest does not kick per request. Any vring or memory change stops the
 //! worker first (it hands the queue back, keeping the ring position) and restarts it after.
 
@@ -30,7 +31,8 @@ use super::VhostUserError;
 use crate::device::{config_space, CudaDevice, FEATURES, NUM_QUEUES, QUEUE_SIZE_MAX};
 use crate::service::FrameService;
 
-/// How long the worker keeps polling an idle ring before it re-enables notifications and sleeps.
+/// How long the worker keeps polling an idle ring before it re-enables notifications and sleeps,
+/// by default.
 pub const POLL_WINDOW: Duration = Duration::from_micros(50);
 
 /// `VIRTIO_RING_F_EVENT_IDX`.
@@ -49,13 +51,23 @@ fn lock<S: FrameService>(d: &Mutex<CudaDevice<S>>) -> MutexGuard<'_, CudaDevice<
 /// The virtio-cuda device served over vhost-user.
 pub struct VhostUserBackend<S: FrameService + 'static> {
     device: Device<S>,
+    poll_window: Duration,
 }
 
 impl<S: FrameService + 'static> VhostUserBackend<S> {
     pub fn new(service: S) -> Self {
         Self {
             device: Arc::new(Mutex::new(CudaDevice::new(service))),
+            poll_window: POLL_WINDOW,
         }
+    }
+
+    /// How long the queue worker polls an idle ring before sleeping (0: sleep at once). Longer
+    /// windows save the guest's kicks and the wake-up latency while it keeps sending, at the
+    /// price of a busy host thread.
+    pub fn with_poll_window(mut self, window: Duration) -> Self {
+        self.poll_window = window;
+        self
     }
 
     /// The device model (for statistics).
@@ -79,7 +91,11 @@ impl<S: FrameService + 'static> VhostUserBackend<S> {
     /// Serves one frontend until it disconnects. The device is reset afterwards (all guest
     /// sessions closed).
     pub fn serve_connection(&self, stream: UnixStream) -> Result<(), VhostUserError> {
-        let mut conn = Connection::new(Arc::clone(&self.device), Channel::new(stream));
+        let mut conn = Connection::new(
+            Arc::clone(&self.device),
+            Channel::new(stream),
+            self.poll_window,
+        );
         let result = conn.run();
         conn.shutdown();
         lock(&self.device).reset();
@@ -111,6 +127,7 @@ struct Worker {
 struct Connection<S: FrameService + 'static> {
     device: Device<S>,
     channel: Channel,
+    poll_window: Duration,
     features: u64,
     protocol: u64,
     regions: Vec<MemRegion>,
@@ -133,10 +150,11 @@ fn has_own_reply(r: Request) -> bool {
 }
 
 impl<S: FrameService + 'static> Connection<S> {
-    fn new(device: Device<S>, channel: Channel) -> Self {
+    fn new(device: Device<S>, channel: Channel, poll_window: Duration) -> Self {
         Self {
             device,
             channel,
+            poll_window,
             features: 0,
             protocol: 0,
             regions: Vec::new(),
@@ -442,6 +460,7 @@ impl<S: FrameService + 'static> Connection<S> {
             kick: v.kick.clone(),
             call: v.call.clone(),
             stop: Arc::clone(&stop),
+            poll_window: self.poll_window,
         };
         let thread = std::thread::Builder::new()
             .name("vcuda-vhost-vq0".into())
@@ -509,6 +528,7 @@ struct WorkerCtx<S: FrameService + 'static> {
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
     stop: Arc<File>,
+    poll_window: Duration,
 }
 
 enum Wake {
@@ -533,7 +553,7 @@ impl<S: FrameService + 'static> WorkerCtx<S> {
         }
     }
 
-    /// Processes the ring until it stays empty for [`POLL_WINDOW`], then re-enables
+    /// Processes the ring until it stays empty for the poll window, then re-enables
     /// notifications. Returns false if the ring became unusable.
     fn drain(&self, q: &mut Queue) -> bool {
         let mem = &self.mem;
@@ -563,7 +583,7 @@ impl<S: FrameService + 'static> WorkerCtx<S> {
                     idle_since = Instant::now();
                     continue;
                 }
-                if idle_since.elapsed() > POLL_WINDOW {
+                if idle_since.elapsed() >= self.poll_window {
                     break;
                 }
                 std::hint::spin_loop();

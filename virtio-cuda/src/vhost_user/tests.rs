@@ -546,3 +546,34 @@ fn a_frontend_that_hangs_up_ends_the_connection_cleanly() {
     drop(a);
     assert!(t.join().unwrap().is_ok());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Arbitrary message sequences (any request code, flags, payload) never panic the backend:
+    /// each ends with the connection served to its end or closed with an error.
+    #[test]
+    fn arbitrary_message_sequences_never_panic(
+        msgs in proptest::collection::vec(
+            (0u32..40, proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..80)),
+            0..24,
+        )
+    ) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let backend = std::thread::spawn(move || VhostUserBackend::new(Ok0).serve_connection(b));
+        let mut ch = Channel::new(a);
+        for (request, need_reply, payload) in msgs {
+            let h = Header {
+                request,
+                flags: VERSION | if need_reply { FLAG_NEED_REPLY } else { 0 },
+                size: payload.len() as u32,
+            };
+            if ch.send(h, &payload, &[]).is_err() {
+                break; // the backend closed the connection
+            }
+        }
+        drop(ch);
+        // Joining proves the thread did not panic; its result may be an error.
+        let _ = backend.join().expect("backend panicked");
+    }
+}

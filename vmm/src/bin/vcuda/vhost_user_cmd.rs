@@ -4,6 +4,7 @@
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use host_executor::cpu::CpuConfig;
 use host_executor::select::{open_backend, BackendChoice};
@@ -32,6 +33,10 @@ pub struct VhostUserArgs {
     /// Backend of the in-process executor.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
+    /// Microseconds the queue worker keeps polling an idle ring before it sleeps and waits for
+    /// the guest's kick (0: never poll).
+    #[arg(long, default_value_t = virtio_cuda::vhost_user::POLL_WINDOW.as_micros() as u64)]
+    pub poll_us: u64,
     /// Device-memory quota of each guest session (e.g. 512M, 4G).
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     pub quota: u64,
@@ -45,7 +50,9 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             args.socket.display(),
             exec.display()
         );
-        VhostUserBackend::new(RemoteExecutor::new(exec)).serve(&listener)?;
+        VhostUserBackend::new(RemoteExecutor::new(exec))
+            .with_poll_window(Duration::from_micros(args.poll_us))
+            .serve(&listener)?;
         return Ok(ExitCode::SUCCESS);
     }
     let selected = open_backend(BackendChoice::from(args.backend), CpuConfig::default())?;
@@ -64,7 +71,9 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         "vcuda vhost-user: serving {} (device id 0xC0DA, backend {name})",
         args.socket.display()
     );
-    VhostUserBackend::new(executor).serve(&listener)?;
+    VhostUserBackend::new(executor)
+        .with_poll_window(Duration::from_micros(args.poll_us))
+        .serve(&listener)?;
     Ok(ExitCode::SUCCESS)
 }
 
