@@ -538,14 +538,19 @@ static int vcuda_release(struct inode *inode, struct file *file)
 	struct vcuda_file *f = file->private_data;
 	struct vcuda_dev *vd = f->vd;
 	struct vcuda_req *r;
+	int err;
 
 	r = vcuda_req_alloc(vd, VCUDA_ENV_CLOSE, f->session, 0);
 	if (r) {
 		r->async = true;
-		if (vcuda_kbuf_sg(r->buf, r->buf_len, &r->buf_sgt) ||
-		    vcuda_submit(vd, r, false)) {
-			dev_warn(&vd->vdev->dev, "session %llu not closed on the host\n",
-				 f->session);
+		err = vcuda_kbuf_sg(r->buf, r->buf_len, &r->buf_sgt);
+		if (!err)
+			err = vcuda_submit(vd, r, false);
+		if (err) {
+			/* A removed device's sessions are gone with it; @vd->vdev may be too. */
+			if (err != -ENODEV)
+				pr_warn("vcuda: session %llu not closed on the host (%d)\n",
+					f->session, err);
 			vcuda_req_free(r);
 		}
 	}

@@ -324,6 +324,64 @@ fn cuda_programs_through_the_shim_in_user_mode_linux() {
     );
 }
 
+/// The driver under churn: the device is unbound while a process is in the middle of calls (it
+/// gets errors, the kernel stays sane), bound again and used, then the module is unloaded and
+/// reloaded and used again.
+#[test]
+fn device_unbind_and_module_reload_in_user_mode_linux() {
+    if std::env::var_os(IN_GUEST).is_some() {
+        return;
+    }
+    let module = match prepare_uml() {
+        Ok(m) => m,
+        Err(reason) => return skip(&reason),
+    };
+    let backend = match Backend::start(false) {
+        Ok(b) => b,
+        Err(reason) => return skip(&reason),
+    };
+    let cache = std::env::var_os("VCUDA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/vcuda")))
+        .expect("HOME");
+    let bb = cache.join("uml/root/bin/busybox");
+    let exe = std::env::current_exe().expect("test binary");
+    let spin_out = backend.dir.join("spinner.out");
+    let worker = format!("{} guest_worker --exact --quiet", exe.display());
+    let script = format!(
+        "export {WORKER_ROLE}=work; \
+         ({WORKER_ROLE}=spin {worker} > {so} 2>&1; echo spinner-exit=$? >> {so}) & \
+         sleep 0.3; echo virtio0 > /sys/bus/virtio/drivers/vcuda/unbind && echo unbind-ok; \
+         wait; cat {so} | grep spinner-exit; \
+         echo virtio0 > /sys/bus/virtio/drivers/vcuda/bind && echo bind-ok; \
+         {worker} && echo worker-after-bind-ok; \
+         {bb} rmmod vcuda && echo rmmod-ok; {bb} insmod {ko} && echo insmod-ok; \
+         {worker} && echo worker-after-reload-ok; \
+         {bb} dmesg | {bb} grep -c -E 'BUG|Oops|WARNING' | {bb} sed 's/^/kernel-warnings=/'",
+        so = spin_out.display(),
+        bb = bb.display(),
+        ko = module.display(),
+    );
+    let (status, console) = boot(&backend.socket, &module, &["/bin/sh", "-c", &script]);
+    eprintln!("--- UML console ---\n{console}\n--- end ---");
+    assert_eq!(status, 0, "guest script failed");
+    for marker in [
+        "unbind-ok",
+        "bind-ok",
+        "worker-after-bind-ok",
+        "rmmod-ok",
+        "insmod-ok",
+        "worker-after-reload-ok",
+        "kernel-warnings=0",
+    ] {
+        assert!(console.contains(marker), "missing {marker}");
+    }
+    assert!(
+        !console.contains("spinner-exit=0"),
+        "the process using the unbound device did not see an error"
+    );
+}
+
 /// The guest half: runs only inside UML (the init script sets `VCUDA_IN_UML`).
 #[test]
 fn guest_side() {
