@@ -69,10 +69,11 @@ fn main() {
     );
 
     // `throughput vec_add` / `throughput sgemm` runs one workload (for profiling).
-    let only = std::env::args().nth(1);
-    let run = |w: &str| only.as_deref().is_none_or(|o| o == w || o == "quick");
-    // `throughput quick`: small sizes, for instruction counting under callgrind.
-    let quick = only.as_deref() == Some("quick");
+    // `quick` (anywhere in the arguments): small sizes, for instruction counting under callgrind.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let only = args.iter().find(|a| *a != "quick");
+    let run = |w: &str| only.is_none_or(|o| o == w);
 
     // Vector add, 16M floats.
     let mut stats = None;

@@ -762,6 +762,27 @@ pub(crate) fn exec(op: &FloatOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), Exe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fma.rn.f32` on a whole warp (hardware FMA where available) matches `mul_add` on a
+    /// partially active warp and the host's correctly rounded result.
+    #[test]
+    fn fma_whole_and_partial_warps() {
+        let body = "mov.u32 %r1, %tid.x; cvt.rn.f32.u32 %f1, %r1; mov.f32 %f2, 0f3DCCCCCD; mov.f32 %f3, 0fBF800001;\
+             fma.rn.f32 %f4, %f1, %f2, %f3; mov.b32 %r2, %f4; cvt.u64.u32 %rd1, %r2;\
+             mul.wide.u32 %rd2, %r1, 8; add.s64 %rd3, %rd_out, %rd2; st.global.u64 [%rd3], %rd1;";
+        for threads in [32, 7] {
+            let r = crate::ops::testutil::run_kernel(body, threads, 32).unwrap();
+            for t in 0..threads as usize {
+                let want =
+                    (t as f32).mul_add(f32::from_bits(0x3DCC_CCCD), f32::from_bits(0xBF80_0001));
+                assert_eq!(
+                    r[t],
+                    u64::from(want.to_bits()),
+                    "threads {threads} lane {t}"
+                );
+            }
+        }
+    }
     use crate::ops::testutil::eval;
 
     fn md(rnd: Rnd) -> FMode {

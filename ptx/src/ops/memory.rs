@@ -160,30 +160,52 @@ fn unit_stride(base: &[u64; 32], off: i64, size: u32, m: u32) -> Option<u64> {
     (ok && a0.checked_add(32 * s).is_some_and(|e| e <= WINDOW_BASE)).then_some(a0)
 }
 
-/// Whole-warp shared-memory access (every lane active, all lanes aligned and in bounds): the 32
-/// byte offsets. `None` sends the access to the lane-by-lane path, which reports the fault.
+/// Whole-warp `N`-byte shared-memory load (every lane active) in one fused loop; faults as on
+/// the lane-by-lane path (first faulting lane, misalignment before bounds).
 #[inline(always)]
-fn shared_offsets(
+fn shared_load<const N: usize>(
+    sh: &[u8],
     base: &[u64; 32],
     off: i64,
-    size: u32,
-    m: u32,
-    len: usize,
-) -> Option<[usize; 32]> {
-    if m != FULL {
-        return None;
-    }
-    let (mut or, mut hi) = (0u64, 0u64);
-    let mut a = [0u64; 32];
+    out: &mut [u64; 32],
+) -> Result<(), ExecError> {
     for l in 0..32 {
-        a[l] = base[l].wrapping_add(off as u64);
-        or |= a[l];
-        hi = hi.max(a[l]);
+        let a = base[l].wrapping_add(off as u64);
+        if a & (N as u64 - 1) != 0 {
+            return Err(ExecError::MisalignedAddress { addr: a });
+        }
+        let b = usize::try_from(a)
+            .ok()
+            .and_then(|o| sh.get(o..o.checked_add(N)?))
+            .ok_or(ExecError::IllegalAddress { addr: a })?;
+        let mut w = [0u8; 8];
+        w[..N].copy_from_slice(b);
+        out[l] = u64::from_le_bytes(w);
     }
-    if or & u64::from(size - 1) != 0 || hi.checked_add(u64::from(size))? > len as u64 {
-        return None;
+    Ok(())
+}
+
+/// Whole-warp `N`-byte shared-memory store (every lane active), lane by lane like the general
+/// path (a fault stops at the first faulting lane).
+#[inline(always)]
+fn shared_store<const N: usize>(
+    sh: &mut [u8],
+    base: &[u64; 32],
+    off: i64,
+    v: &[u64; 32],
+) -> Result<(), ExecError> {
+    for l in 0..32 {
+        let a = base[l].wrapping_add(off as u64);
+        if a & (N as u64 - 1) != 0 {
+            return Err(ExecError::MisalignedAddress { addr: a });
+        }
+        let b = usize::try_from(a)
+            .ok()
+            .and_then(|o| sh.get_mut(o..o.checked_add(N)?))
+            .ok_or(ExecError::IllegalAddress { addr: a })?;
+        b.copy_from_slice(&v[l].to_le_bytes()[..N]);
     }
-    Some(a.map(|x| x as usize))
+    Ok(())
 }
 
 /// Scalar 4/8-byte loads with one space for all lanes: the hot path.
@@ -200,14 +222,6 @@ fn load_fast(
     let mut bits = m;
     match space {
         MemSpace::Shared => {
-            if let Some(a) = shared_offsets(base, off, size, m, cx.shared.len()) {
-                let sh = &*cx.shared;
-                for l in 0..32 {
-                    // In bounds (checked by `shared_offsets`): the fallback is never taken.
-                    out[l] = buf_load(sh, a[l] as u64, size).unwrap_or(0);
-                }
-                return Ok(out);
-            }
             while bits != 0 {
                 let l = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -333,17 +347,6 @@ fn store_fast(
     m: u32,
 ) -> Result<(), ExecError> {
     let mut bits = m;
-    if space == MemSpace::Shared {
-        if let Some(a) = shared_offsets(base, off, size, m, cx.shared.len()) {
-            for l in 0..32 {
-                // In bounds (checked by `shared_offsets`): `get_mut` never fails.
-                if let Some(dst) = cx.shared.get_mut(a[l]..a[l] + size as usize) {
-                    dst.copy_from_slice(&v[l].to_le_bytes()[..size as usize]);
-                }
-            }
-            return Ok(());
-        }
-    }
     if matches!(space, MemSpace::Global | MemSpace::Generic) {
         if let Some(a0) = unit_stride(base, off, size, m) {
             if let Ok((store, o)) = cx.global(a0, 32 * u64::from(size)) {
@@ -431,6 +434,22 @@ pub(crate) fn exec(op: &MemOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
                 }
                 return Ok(());
             }
+            if space == MemSpace::Shared && m == FULL {
+                if let Src::Reg(r) = addr {
+                    if let Some(base) = cx.regs.get(r as usize) {
+                        let mut out = [0u64; 32];
+                        if size == 4 {
+                            shared_load::<4>(cx.shared, base, off, &mut out)?;
+                        } else {
+                            shared_load::<8>(cx.shared, base, off, &mut out)?;
+                        }
+                        if let Some(d) = d {
+                            cx.set(d, out, m);
+                        }
+                        return Ok(());
+                    }
+                }
+            }
             let base = cx.src(addr);
             let v = load_fast(cx, space, size, &base, off, m)?;
             if let Some(d) = d {
@@ -445,6 +464,19 @@ pub(crate) fn exec(op: &MemOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
             addr,
             off,
         } if size >= 4 && space != MemSpace::Local => {
+            if space == MemSpace::Shared && m == FULL {
+                if let (Src::Reg(r), Src::Reg(q)) = (addr, s) {
+                    if let (Some(base), Some(v)) =
+                        (cx.regs.get(r as usize), cx.regs.get(q as usize))
+                    {
+                        return if size == 4 {
+                            shared_store::<4>(cx.shared, base, off, v)
+                        } else {
+                            shared_store::<8>(cx.shared, base, off, v)
+                        };
+                    }
+                }
+            }
             let base = cx.src(addr);
             let v = cx.src(s);
             store_fast(cx, space, size, &base, off, &v, m)?;
@@ -568,6 +600,70 @@ mod tests {
         assert!(matches!(sh, ExecError::IllegalAddress { .. }));
         let cst = run_kernel("st.param.u64 [out], %rd_out;", 1, 1).unwrap_err();
         assert!(matches!(cst, ExecError::IllegalAddress { .. }));
+    }
+
+    /// Whole-warp fast paths (unit-stride global, shared, in-place ALU) agree with the lane-by-lane
+    /// paths used for partially active warps.
+    #[test]
+    fn whole_warp_fast_paths_match_partial_warps() {
+        // out[t] = 3 * t + 5 via a unit-stride u32 round trip through shared and global memory;
+        // `add %r3, %r3, %r3` checks in-place aliasing, the u64 store the 8-byte path.
+        let body = ".shared .align 8 .b8 sh[256];\
+             mov.u32 %r1, %tid.x; shl.b32 %r2, %r1, 2; mov.u32 %r9, sh; add.s32 %r2, %r2, %r9;\
+             mad.lo.s32 %r3, %r1, 3, 5; st.shared.u32 [%r2], %r3; ld.shared.u32 %r4, [%r2];\
+             mul.wide.u32 %rd1, %r1, 4; add.s64 %rd2, %rd_out, %rd1; st.global.u32 [%rd2+1024], %r4;\
+             ld.global.u32 %r5, [%rd2+1024]; add.s32 %r5, %r5, %r5; shr.u32 %r5, %r5, 1;\
+             cvt.u64.u32 %rd3, %r5; mul.wide.u32 %rd4, %r1, 8; add.s64 %rd5, %rd_out, %rd4;\
+             st.global.u64 [%rd5], %rd3; ld.global.u64 %rd6, [%rd5]; st.global.u64 [%rd5], %rd6;";
+        for threads in [32, 64, 20, 45] {
+            let r = run_kernel(body, threads, 256).unwrap();
+            for t in 0..64u64 {
+                let want = if t < u64::from(threads) { 3 * t + 5 } else { 0 };
+                assert_eq!(r[t as usize], want, "threads {threads}, lane {t}");
+            }
+        }
+    }
+
+    /// Faults inside the whole-warp fast paths are errors naming the first faulting lane.
+    #[test]
+    fn faults_in_fast_paths() {
+        // Unit-stride store running off the end of the 8-byte buffer: lane 2 is the first outside.
+        let e = run_kernel(
+            "mov.u32 %r1, %tid.x; mul.wide.u32 %rd1, %r1, 4; add.s64 %rd2, %rd_out, %rd1; st.global.u32 [%rd2], %r1;",
+            32,
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ExecError::IllegalAddress { .. }), "{e:?}");
+        let e = run_kernel(
+            "mov.u32 %r1, %tid.x; mul.wide.u32 %rd1, %r1, 4; add.s64 %rd2, %rd_out, %rd1; ld.global.u32 %r2, [%rd2];",
+            32,
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ExecError::IllegalAddress { .. }), "{e:?}");
+        // Shared: lane 16 out of bounds, then lane 1 misaligned.
+        let e = run_kernel(
+            ".shared .align 4 .b8 s[64]; mov.u32 %r1, %tid.x; shl.b32 %r2, %r1, 2; mov.u32 %r9, s; add.s32 %r2, %r2, %r9; ld.shared.u32 %r3, [%r2];",
+            32,
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e, ExecError::IllegalAddress { addr: 64 });
+        let e = run_kernel(
+            ".shared .align 4 .b8 s[256]; mov.u32 %r1, %tid.x; mov.u32 %r9, s; add.s32 %r1, %r1, %r9; st.shared.u32 [%r1], %r1;",
+            32,
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e, ExecError::MisalignedAddress { addr: 1 });
+        let e = run_kernel(
+            ".shared .align 8 .b8 s[256]; mov.u32 %r1, %tid.x; shl.b32 %r2, %r1, 3; mov.u32 %r9, s; add.s32 %r2, %r2, %r9; add.s32 %r2, %r2, 4; ld.shared.u64 %rd1, [%r2];",
+            32,
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e, ExecError::MisalignedAddress { addr: 4 });
     }
 
     fn mis_addr(e: &ExecError) -> u64 {
