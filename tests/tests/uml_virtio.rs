@@ -324,6 +324,40 @@ fn cuda_programs_through_the_shim_in_user_mode_linux() {
     );
 }
 
+/// Two VMs on one backend socket at once: each gets its own device and sessions.
+#[test]
+fn two_guests_share_one_backend() {
+    if std::env::var_os(IN_GUEST).is_some() {
+        return;
+    }
+    let module = match prepare_uml() {
+        Ok(m) => m,
+        Err(reason) => return skip(&reason),
+    };
+    let backend = match Backend::start(false) {
+        Ok(b) => b,
+        Err(reason) => return skip(&reason),
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    let script = format!(
+        "{WORKER_ROLE}=work {} guest_worker --exact --quiet && echo guest-ok",
+        exe.display()
+    );
+    let guests: Vec<_> = (0..2)
+        .map(|_| {
+            let (socket, module, script) = (backend.socket.clone(), module.clone(), script.clone());
+            std::thread::spawn(move || boot(&socket, &module, &["/bin/sh", "-c", &script]))
+        })
+        .collect();
+    for g in guests {
+        let (status, console) = g.join().expect("UML thread");
+        assert!(
+            status == 0 && console.contains("guest-ok"),
+            "a guest failed (status {status}):\n{console}"
+        );
+    }
+}
+
 /// The driver under churn: the device is unbound while a process is in the middle of calls (it
 /// gets errors, the kernel stays sane), bound again and used, then the module is unloaded and
 /// reloaded and used again.

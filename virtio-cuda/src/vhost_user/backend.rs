@@ -1,13 +1,14 @@
 //! The vhost-user backend state machine and its queue worker.
 //!
-//! One frontend is served at a time. The connection thread handles messages (features, memory
-//! table, vring setup, config space); once the request queue is fully configured, started (kick
-//! descriptor received) and enabled, a worker thread owns the [`Queue`] and drives the device:
-//! kick → [`CudaDevice::process_queue`] → call. While requests keep arriving the worker polls
-//! the ring with notifications suppressed for a poll window ([`POLL_WINDOW`] by default) before
-//! it re-enables them and
-//! sleeps, so a busy guest does not kick per request. Any vring or memory change stops the
-//! worker first (it hands the queue back, keeping the ring position) and restarts it after.
+//! Each frontend (one VM) is served on its own thread with its own device instance. The
+//! connection thread handles messages (features, memory table, vring setup, config space); once
+//! the request queue is fully configured, started (kick descriptor received) and enabled, a
+//! worker thread owns the [`Queue`] and drives the device: kick →
+//! [`CudaDevice::process_queue`] → call. While requests keep arriving the worker polls the ring
+//! with notifications suppressed for a poll window ([`POLL_WINDOW`] by default) before it
+//! re-enables them and sleeps, so a busy guest does not kick per request. Any vring or memory
+//! change stops the worker first (it hands the queue back, keeping the ring position) and
+//! restarts it after.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -48,16 +49,17 @@ fn lock<S: FrameService>(d: &Mutex<CudaDevice<S>>) -> MutexGuard<'_, CudaDevice<
     d.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The virtio-cuda device served over vhost-user.
-pub struct VhostUserBackend<S: FrameService + 'static> {
-    device: Device<S>,
+/// The virtio-cuda device served over vhost-user. Each frontend connection (one VM) gets its
+/// own device instance over a clone of the service, so guests never share sessions.
+pub struct VhostUserBackend<S: FrameService + Clone + 'static> {
+    service: S,
     poll_window: Duration,
 }
 
-impl<S: FrameService + 'static> VhostUserBackend<S> {
+impl<S: FrameService + Clone + 'static> VhostUserBackend<S> {
     pub fn new(service: S) -> Self {
         Self {
-            device: Arc::new(Mutex::new(CudaDevice::new(service))),
+            service,
             poll_window: POLL_WINDOW,
         }
     }
@@ -70,35 +72,38 @@ impl<S: FrameService + 'static> VhostUserBackend<S> {
         self
     }
 
-    /// The device model (for statistics).
-    pub fn device(&self) -> &Arc<Mutex<CudaDevice<S>>> {
-        &self.device
-    }
-
-    /// Serves frontends from `listener` one after another, forever (each disconnect resets the
-    /// device). Only accept failures end it.
+    /// Serves frontends from `listener`, each on its own thread, forever. Only accept failures
+    /// end it.
     pub fn serve(&self, listener: &UnixListener) -> Result<(), VhostUserError> {
         loop {
             let (stream, _) = listener.accept().map_err(VhostUserError::Io)?;
-            info!("vhost-user frontend connected");
-            match self.serve_connection(stream) {
-                Ok(()) => info!("vhost-user frontend disconnected"),
-                Err(e) => warn!("vhost-user connection ended: {e}"),
+            let backend = Self {
+                service: self.service.clone(),
+                poll_window: self.poll_window,
+            };
+            let spawned = std::thread::Builder::new()
+                .name("vcuda-vhost-user".into())
+                .spawn(move || {
+                    info!("vhost-user frontend connected");
+                    match backend.serve_connection(stream) {
+                        Ok(()) => info!("vhost-user frontend disconnected"),
+                        Err(e) => warn!("vhost-user connection ended: {e}"),
+                    }
+                });
+            if let Err(e) = spawned {
+                warn!("cannot serve a vhost-user frontend: {e}");
             }
         }
     }
 
-    /// Serves one frontend until it disconnects. The device is reset afterwards (all guest
-    /// sessions closed).
+    /// Serves one frontend on this thread until it disconnects, with a fresh device; its guest
+    /// sessions are closed afterwards.
     pub fn serve_connection(&self, stream: UnixStream) -> Result<(), VhostUserError> {
-        let mut conn = Connection::new(
-            Arc::clone(&self.device),
-            Channel::new(stream),
-            self.poll_window,
-        );
+        let device = Arc::new(Mutex::new(CudaDevice::new(self.service.clone())));
+        let mut conn = Connection::new(Arc::clone(&device), Channel::new(stream), self.poll_window);
         let result = conn.run();
         conn.shutdown();
-        lock(&self.device).reset();
+        lock(&device).reset();
         result
     }
 }

@@ -19,8 +19,8 @@ use crate::size::parse_size;
 /// Example with User-Mode Linux:
 ///   vcuda vhost-user --socket /tmp/vcuda.sock &
 ///   linux.uml … virtio_uml.device=/tmp/vcuda.sock:49370
-/// (49370 = 0xC0DA, the virtio-cuda device id). Frontends are served one after another; each
-/// disconnect closes the guest's sessions.
+/// (49370 = 0xC0DA, the virtio-cuda device id). Each frontend (VM) that connects gets its own
+/// device; its disconnect closes that guest's sessions.
 #[derive(Debug, clap::Args)]
 pub struct VhostUserArgs {
     /// Unix socket to listen on for the vhost-user frontend (removed first if it exists).
