@@ -159,6 +159,14 @@ impl Drop for Backend {
     }
 }
 
+/// UML guests boot one test at a time: several UML kernels plus their backends at once overload
+/// a 2-core CI host (boot and probe timeouts), which says nothing about the code under test.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serialize() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Boots UML with the device and module and runs `args` in it; returns (exit status, console).
 fn boot(socket: &Path, module: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(repo().join("scripts/uml.sh"))
@@ -188,6 +196,7 @@ fn run_in_uml(remote: bool) {
         Ok(m) => m,
         Err(reason) => return skip(&reason),
     };
+    let _one = serialize();
     let backend = match Backend::start(remote) {
         Ok(b) => b,
         Err(reason) => return skip(&reason),
@@ -296,6 +305,7 @@ fn cuda_programs_through_the_shim_in_user_mode_linux() {
         Ok(m) => m,
         Err(reason) => return skip(&reason),
     };
+    let _one = serialize();
     let backend = match Backend::start(false) {
         Ok(b) => b,
         Err(reason) => return skip(&reason),
@@ -334,6 +344,7 @@ fn two_guests_share_one_backend() {
         Ok(m) => m,
         Err(reason) => return skip(&reason),
     };
+    let _one = serialize();
     let backend = match Backend::start(false) {
         Ok(b) => b,
         Err(reason) => return skip(&reason),
@@ -370,6 +381,7 @@ fn device_unbind_and_module_reload_in_user_mode_linux() {
         Ok(m) => m,
         Err(reason) => return skip(&reason),
     };
+    let _one = serialize();
     let backend = match Backend::start(false) {
         Ok(b) => b,
         Err(reason) => return skip(&reason),
