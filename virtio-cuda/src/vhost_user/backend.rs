@@ -17,7 +17,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use virtio_queue::{Queue, QueueT};
@@ -561,47 +561,9 @@ impl<S: FrameService + 'static> WorkerCtx<S> {
     /// Processes the ring until it stays empty for the poll window, then re-enables
     /// notifications. Returns false if the ring became unusable.
     fn drain(&self, q: &mut Queue) -> bool {
-        let mem = &self.mem;
-        loop {
-            if let Err(e) = q.disable_notification(mem) {
-                warn!("virtio-cuda: request queue unusable: {e}");
-                return false;
-            }
-            let mut idle_since = Instant::now();
-            loop {
-                match lock(&self.device).process_queue(mem, q) {
-                    Ok(true) => {
-                        self.signal();
-                        idle_since = Instant::now();
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!("virtio-cuda: {e}");
-                        return false;
-                    }
-                }
-                let pending = q
-                    .avail_idx(mem, Ordering::Acquire)
-                    .map(|i| i.0 != q.next_avail())
-                    .unwrap_or(false);
-                if pending {
-                    idle_since = Instant::now();
-                    continue;
-                }
-                if idle_since.elapsed() >= self.poll_window {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-            match q.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => return true,
-                Err(e) => {
-                    warn!("virtio-cuda: request queue unusable: {e}");
-                    return false;
-                }
-            }
-        }
+        crate::device::drain_polling(&self.device, &self.mem, q, self.poll_window, || {
+            self.signal()
+        })
     }
 
     /// Interrupts the driver (an eventfd or, with UML, a pipe: both take an 8-byte write).

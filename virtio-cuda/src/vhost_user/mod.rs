@@ -16,11 +16,10 @@
 
 pub mod backend;
 pub mod message;
-pub mod remote;
 pub mod socket;
 
+pub use crate::service::RemoteExecutor;
 pub use backend::{VhostUserBackend, POLL_WINDOW};
-pub use remote::RemoteExecutor;
 
 /// Why a vhost-user message or connection failed. Errors in one message are answered (or
 /// logged) and the connection goes on; framing and I/O errors end the connection.

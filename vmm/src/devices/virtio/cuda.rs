@@ -9,10 +9,12 @@
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, warn};
-use virtio_cuda::device::{config_space, CudaDevice, DEVICE_ID, FEATURES, QUEUE_SIZE_MAX};
+use virtio_cuda::device::{
+    config_space, drain_polling, CudaDevice, DEVICE_ID, FEATURES, QUEUE_SIZE_MAX,
+};
 use virtio_cuda::service::FrameService;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -69,49 +71,11 @@ fn drain<S: FrameService>(
     queue: &mut Queue,
     interrupt: &Interrupt,
 ) {
-    loop {
-        if let Err(e) = queue.disable_notification(mem) {
-            warn!("virtio-cuda: queue unusable: {e}");
-            return;
+    drain_polling(model, mem, queue, POLL_WINDOW, || {
+        if let Err(e) = interrupt.signal_used_queue() {
+            warn!("virtio-cuda: interrupt failed: {e}");
         }
-        let mut idle_since = Instant::now();
-        loop {
-            match lock(model).process_queue(mem, queue) {
-                Ok(true) => {
-                    if let Err(e) = interrupt.signal_used_queue() {
-                        warn!("virtio-cuda: interrupt failed: {e}");
-                    }
-                    idle_since = Instant::now();
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    warn!("virtio-cuda: {e}");
-                    return;
-                }
-            }
-            let pending = queue
-                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-                .map(|i| i.0 != queue.next_avail())
-                .unwrap_or(false);
-            if pending {
-                idle_since = Instant::now();
-                continue;
-            }
-            if idle_since.elapsed() > POLL_WINDOW {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        // Re-enable notifications; if work slipped in meanwhile, go round again.
-        match queue.enable_notification(mem) {
-            Ok(true) => continue,
-            Ok(false) => return,
-            Err(e) => {
-                warn!("virtio-cuda: queue unusable: {e}");
-                return;
-            }
-        }
-    }
+    });
 }
 
 fn run_worker<S: FrameService>(
