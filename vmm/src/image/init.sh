@@ -13,6 +13,12 @@ devices=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^virtio_mmio\.device=//p' | pa
 if [ -n "$devices" ] && [ -e /lib/modules/vcuda_mmio.ko ]; then
     insmod /lib/modules/vcuda_mmio.ko "devices=$devices"
 fi
+# The CUDA driver (/dev/vcuda0) binds once the virtio-mmio devices exist; the shim is found
+# through LD_LIBRARY_PATH, so unmodified CUDA programs run as they are.
+if [ -e /lib/modules/vcuda.ko ]; then
+    insmod /lib/modules/vcuda.ko || echo "vcuda init: cannot load the vcuda driver"
+fi
+export LD_LIBRARY_PATH=/usr/lib/vcuda
 devmem 0xc0000000 8 123
 if [ $# -gt 0 ]; then
     "$@"

@@ -20,6 +20,11 @@ use cpio::Entry;
 const INIT_SH: &str = include_str!("init.sh");
 /// Source of the platform-device module (GPL-2.0 kernel code).
 const VCUDA_MMIO_C: &str = include_str!("../../guest/vcuda_mmio/vcuda_mmio.c");
+/// The guest driver of the virtio-cuda device (`/dev/vcuda0`) and its ioctl header.
+const VCUDA_C: &str = include_str!("../../../guest/module/vcuda.c");
+const VCUDA_UAPI_H: &str = include_str!("../../../guest/module/vcuda_uapi.h");
+/// Where the image keeps the CUDA shim (`libcuda.so.1`); /init puts it on `LD_LIBRARY_PATH`.
+const SHIM_DIR: &str = "/usr/lib/vcuda";
 /// Kernel command line of the image (no `nomodules`: /init loads modules).
 pub const IMAGE_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=1 pci=off quiet i8042.noaux i8042.nomux i8042.dumbkbd";
@@ -258,8 +263,8 @@ fn extract_vmlinux(bzimage: &[u8]) -> Option<Vec<u8>> {
     out.stdout.starts_with(b"\x7fELF").then_some(out.stdout)
 }
 
-/// Builds the `vcuda_mmio` module against the unpacked headers of kernel `abi`.
-fn build_vcuda_mmio(cache: &Path, root: &Path, abi: &str) -> Result<PathBuf, ImageError> {
+/// Prepares the unpacked headers of kernel `abi` for out-of-tree module builds.
+fn prepare_headers(root: &Path, abi: &str) -> Result<PathBuf, ImageError> {
     let headers = root.join(format!("usr/src/linux-headers-{abi}"));
     // Debian's arch headers include the common ones by absolute path; point them at our copy.
     let makefile = headers.join("Makefile");
@@ -271,18 +276,63 @@ fn build_vcuda_mmio(cache: &Path, root: &Path, abi: &str) -> Result<PathBuf, Ima
     if patched != text {
         write(&makefile, patched.as_bytes())?;
     }
-    let dir = cache.join("build/vcuda_mmio");
+    Ok(headers)
+}
+
+/// Builds module `name` from `sources` (file name, contents) against `headers`.
+fn build_module(
+    cache: &Path,
+    headers: &Path,
+    name: &str,
+    sources: &[(&str, &str)],
+) -> Result<PathBuf, ImageError> {
+    let dir = cache.join("build").join(name);
     mkdir(&dir)?;
-    write(&dir.join("vcuda_mmio.c"), VCUDA_MMIO_C.as_bytes())?;
-    write(&dir.join("Kbuild"), b"obj-m := vcuda_mmio.o\n")?;
+    for (file, text) in sources {
+        write(&dir.join(file), text.as_bytes())?;
+    }
+    write(
+        &dir.join("Kbuild"),
+        format!("obj-m := {name}.o\n").as_bytes(),
+    )?;
     debian::run(
         Command::new("make")
             .arg("-C")
-            .arg(&headers)
+            .arg(headers)
             .arg(format!("M={}", dir.display()))
             .arg("modules"),
     )?;
-    Ok(dir.join("vcuda_mmio.ko"))
+    Ok(dir.join(format!("{name}.ko")))
+}
+
+/// The CUDA shim to put in the image: `$VCUDA_SHIM`, else the `libcuda.so` cargo built next to
+/// this `vcuda` binary.
+fn find_shim() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VCUDA_SHIM") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let lib = exe.parent()?.join("libcuda.so");
+    lib.is_file().then_some(lib)
+}
+
+/// The host shared libraries `elf` needs at run time (from `ldd`), with the dynamic loader.
+/// The guest kernel is Debian's, so Debian's glibc runs there unchanged.
+fn runtime_libraries(elf: &Path) -> Vec<PathBuf> {
+    let Ok(out) = Command::new("ldd").arg(elf).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 /// Builds the image; prints progress; returns it.
@@ -357,21 +407,34 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
     } else {
         Vec::new()
     };
+    for p in [headers_pkg.clone()]
+        .into_iter()
+        .chain(debian::depends(&headers_pkg)?)
+        .filter(|p| p.starts_with("linux-headers-") || p.starts_with("linux-kbuild-"))
+    {
+        let deb = debian::download(&p, &debs)?;
+        debian::extract(&deb, &root)?;
+        packages.push(p);
+    }
+    let headers = prepare_headers(&root, &abi)?;
     let shim = if cmdline_devices {
         None
     } else {
-        for p in [headers_pkg.clone()]
-            .into_iter()
-            .chain(debian::depends(&headers_pkg)?)
-            .filter(|p| p.starts_with("linux-headers-") || p.starts_with("linux-kbuild-"))
-        {
-            let deb = debian::download(&p, &debs)?;
-            debian::extract(&deb, &root)?;
-            packages.push(p);
-        }
         println!("      building vcuda_mmio against linux-headers-{abi}");
-        Some(build_vcuda_mmio(&cache, &root, &abi)?)
+        Some(build_module(
+            &cache,
+            &headers,
+            "vcuda_mmio",
+            &[("vcuda_mmio.c", VCUDA_MMIO_C)],
+        )?)
     };
+    println!("      building vcuda (the /dev/vcuda0 driver) against linux-headers-{abi}");
+    let vcuda_ko = build_module(
+        &cache,
+        &headers,
+        "vcuda",
+        &[("vcuda.c", VCUDA_C), ("vcuda_uapi.h", VCUDA_UAPI_H)],
+    )?;
     for (name, _) in &load {
         println!("      {name}.ko");
     }
@@ -387,6 +450,8 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
         "/lib",
         "/lib/modules",
         "/root",
+        "/usr",
+        "/usr/lib",
     ] {
         entries.push(Entry::Dir {
             path: dir.into(),
@@ -421,6 +486,74 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
     });
     if let Some(ko) = shim {
         load.push(("vcuda_mmio".into(), ko));
+    }
+    // Loaded by /init after the virtio-mmio devices are registered.
+    load.push(("vcuda".into(), vcuda_ko));
+    let mut elves: Vec<PathBuf> = opts.add.iter().map(|(h, _)| h.clone()).collect();
+    match find_shim() {
+        Some(lib) => {
+            println!(
+                "      CUDA shim {} -> {SHIM_DIR}/libcuda.so.1",
+                lib.display()
+            );
+            entries.push(Entry::Dir {
+                path: SHIM_DIR.into(),
+                mode: 0o755,
+            });
+            entries.push(Entry::File {
+                path: format!("{SHIM_DIR}/libcuda.so.1"),
+                mode: 0o755,
+                data: read(&lib)?,
+            });
+            entries.push(Entry::Symlink {
+                path: format!("{SHIM_DIR}/libcuda.so"),
+                target: "libcuda.so.1".into(),
+            });
+            elves.push(lib);
+        }
+        None => println!(
+            "      no CUDA shim found (build guest-libcuda, or set VCUDA_SHIM): image without CUDA"
+        ),
+    }
+    let mut libs: Vec<PathBuf> = elves.iter().flat_map(|e| runtime_libraries(e)).collect();
+    libs.sort();
+    libs.dedup();
+    let mut dirs: Vec<String> = Vec::new();
+    for lib in &libs {
+        let guest = lib.to_string_lossy().into_owned();
+        let mut d = String::new();
+        for part in guest
+            .trim_start_matches('/')
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            d.push('/');
+            d.push_str(part);
+            if !dirs.contains(&d) && !["/bin", "/lib", "/usr", "/usr/lib"].contains(&d.as_str()) {
+                dirs.push(d.clone());
+                entries.push(Entry::Dir {
+                    path: d.clone(),
+                    mode: 0o755,
+                });
+            }
+        }
+        // Copy the file the link resolves to, under the name the program asks for.
+        let real = std::fs::canonicalize(lib).unwrap_or_else(|_| lib.clone());
+        entries.push(Entry::File {
+            path: guest,
+            mode: 0o755,
+            data: read(&real)?,
+        });
+    }
+    if !libs.is_empty() {
+        println!(
+            "      {} runtime libraries for the shim and added programs",
+            libs.len()
+        );
     }
     for (name, path) in &load {
         entries.push(Entry::File {
