@@ -85,6 +85,14 @@ install_uml() {
   fi
 }
 
+# Optional: lavapipe (software Vulkan) for the virtio-gpu presenter tests; they skip without it.
+install_vulkan() {
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  "$here/setup-gpu.sh" || log "Vulkan (lavapipe): unavailable; the virtio-gpu window tests will skip"
+}
+
 install_cuda_toolchain
 install_uml
+install_vulkan
 print_env

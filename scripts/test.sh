@@ -14,3 +14,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "[test] cargo test" >&2
 cargo test --workspace "$@"
+
+# The virtio-gpu vulkano presenter is a cargo feature (off by default: vulkano is heavy); its
+# offscreen pixel tests run on lavapipe (installed by setup.sh) or skip saying why.
+echo "[test] cargo clippy + test -p virtio-gpu --features window" >&2
+cargo clippy -p virtio-gpu --features window --all-targets -- -D warnings
+cargo test -p virtio-gpu --features window "$@"
