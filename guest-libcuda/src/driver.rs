@@ -304,6 +304,15 @@ impl Driver {
         self.client.call(req).map_err(|e| log_failure(C::NAME, e))
     }
 
+    /// A synchronous call whose bulk bytes travel in the transport's data window (`h2d` for
+    /// `Source::Shm` ranges, `d2h` for `Sink::Shm` ranges): the unix transport's shared memory,
+    /// or the application's own pages, pinned by the guest driver, with virtio.
+    pub fn call_with_data<C: Call>(&self, req: &C, h2d: &[u8], d2h: &mut [u8]) -> R<C::Reply> {
+        self.client
+            .call_with_data(req, h2d, d2h)
+            .map_err(|e| log_failure(C::NAME, e))
+    }
+
     /// A fire-and-forget call (its error, if any, surfaces at the next synchronising call).
     pub fn send<C: Call>(&self, req: &C) -> R<()> {
         self.client.send(req).map_err(|e| log_failure(C::NAME, e))

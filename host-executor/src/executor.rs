@@ -1,6 +1,6 @@
 //! The executor: a backend shared by many sessions, and the loop that serves one connection.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use virtio_cuda::service::FrameService;
 use crate::backend::Backend;
 use crate::data::{DataAccess, InlineOnly};
 use crate::session::Session;
+use crate::window::{recv_exact_with_fds, ShmWindow};
 
 /// Executor-wide settings.
 #[derive(Debug, Clone)]
@@ -194,9 +195,11 @@ impl Executor {
         let mut conn = Connection::default();
         let mut out = Vec::with_capacity(4096);
         let mut body = Vec::new();
+        let mut fds = Vec::new();
+        let mut window: Option<ShmWindow> = None;
         loop {
             let mut hdr = [0u8; HEADER_LEN];
-            match stream.read_exact(&mut hdr) {
+            match recv_exact_with_fds(&stream, &mut hdr, &mut fds) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     if conn.session.is_some() {
@@ -208,9 +211,41 @@ impl Executor {
             }
             let header = RequestHeader::get(&mut Reader::new(&hdr))?;
             body.resize(header.body_len as usize, 0);
-            stream.read_exact(&mut body)?;
+            recv_exact_with_fds(&stream, &mut body, &mut fds)?;
             out.clear();
-            let outcome = self.handle_frame(&mut conn, &header, &body, &InlineOnly, &mut out)?;
+            if header.opcode == <p::AttachWindow as p::Call>::OPCODE && conn.is_open() {
+                // Transport-level: map the memfd that came with this frame.
+                let status = match (p::decode_body::<p::AttachWindow>(&body), fds.pop()) {
+                    (Ok(req), Some(fd)) => match ShmWindow::map(&fd, req.size) {
+                        Ok(w) => {
+                            window = Some(w);
+                            Status::SUCCESS
+                        }
+                        Err(e) => {
+                            warn!("cannot map the client's data window: {e}");
+                            Status::ERROR_INVALID_VALUE
+                        }
+                    },
+                    _ => Status::ERROR_INVALID_VALUE,
+                };
+                fds.clear();
+                p::encode_response(
+                    ResponseKind::Reply,
+                    header.seq,
+                    status,
+                    &RawBody(&[]),
+                    &mut out,
+                );
+                stream.write_all(&out)?;
+                continue;
+            }
+            // Descriptors are only meaningful with AttachWindow.
+            fds.clear();
+            let data: &dyn DataAccess = match &window {
+                Some(w) => w,
+                None => &InlineOnly,
+            };
+            let outcome = self.handle_frame(&mut conn, &header, &body, data, &mut out)?;
             if !out.is_empty() {
                 stream.write_all(&out)?;
             }

@@ -17,6 +17,7 @@ pub mod image;
 pub mod select;
 pub mod server;
 pub mod session;
+pub mod window;
 
 pub use backend::{Backend, BackendSession};
 pub use executor::{Executor, ExecutorConfig, ExecutorStats};

@@ -240,6 +240,8 @@ impl Session {
                 backend: self.backend_name.to_string(),
             }),
             R::Goodbye(_) => Outcome::ok(&Empty {}),
+            // Handled by the unix transport (it carries a file descriptor); elsewhere meaningless.
+            R::AttachWindow(_) => return Err(Status::ERROR_NOT_SUPPORTED),
             R::Init(_) => Outcome::ok(&p::InitReply {
                 driver_version: devices.driver_version(),
                 device_count: devices.device_count(),

@@ -20,6 +20,9 @@ use crate::types::{
 /// Largest payload of one copy request.
 pub const CHUNK: usize = 16 << 20;
 
+/// Copies larger than this use the transport's data window when it has one.
+const WINDOW_MIN: usize = 64 << 10;
+
 /// Pitch alignment of `cuMemAllocPitch`.
 const PITCH_ALIGN: usize = 512;
 
@@ -61,6 +64,24 @@ pub fn h2d(d: &Driver, o: Order, dst: u64, src: &[u8]) -> R<()> {
         unsafe { std::ptr::copy(src.as_ptr(), dst as usize as *mut u8, src.len()) };
         return Ok(());
     }
+    let window = d.client.window_size();
+    if window >= WINDOW_MIN && src.len() > WINDOW_MIN {
+        // Bulk bytes go through the data window, one synchronous call per window-full (the
+        // source is pageable memory the caller may reuse as soon as we return).
+        for (i, chunk) in src.chunks(window).enumerate() {
+            let req = p::MemcpyHtoD {
+                ctx: o.ctx,
+                stream: o.stream,
+                dst: dst.wrapping_add((i * window) as u64),
+                src: Source::Shm {
+                    offset: 0,
+                    len: chunk.len() as u64,
+                },
+            };
+            d.call_with_data(&req, chunk, &mut [])?;
+        }
+        return Ok(());
+    }
     for (i, chunk) in src.chunks(CHUNK).enumerate() {
         let req = p::MemcpyHtoD {
             ctx: o.ctx,
@@ -83,6 +104,23 @@ pub fn d2h(d: &Driver, o: Order, dst: &mut [u8], src: u64) -> R<()> {
         managed::sync_point(d)?;
         // SAFETY: the managed mapping covers the source per the cuMemcpy contract.
         unsafe { std::ptr::copy(src as usize as *const u8, dst.as_mut_ptr(), dst.len()) };
+        return Ok(());
+    }
+    let window = d.client.window_size();
+    if window >= WINDOW_MIN && dst.len() > WINDOW_MIN {
+        for (i, chunk) in dst.chunks_mut(window).enumerate() {
+            let req = p::MemcpyDtoH {
+                ctx: o.ctx,
+                stream: o.stream,
+                src: src.wrapping_add((i * window) as u64),
+                len: chunk.len() as u64,
+                dst: Sink::Shm {
+                    offset: 0,
+                    len: chunk.len() as u64,
+                },
+            };
+            d.call_with_data(&req, &[], chunk)?;
+        }
         return Ok(());
     }
     for (i, chunk) in dst.chunks_mut(CHUNK).enumerate() {

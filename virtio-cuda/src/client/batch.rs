@@ -135,6 +135,30 @@ impl<T: Transport + 'static> Transport for BatchTransport<T> {
         s.flush(&mut p)?;
         s.inner.call(frame, seq)
     }
+
+    fn window_size(&self) -> usize {
+        self.shared.inner.window_size()
+    }
+
+    fn call_with_data(
+        &self,
+        frame: &[u8],
+        seq: u32,
+        h2d: &[u8],
+        d2h: &mut [u8],
+    ) -> Result<Option<Reply>, TransportError> {
+        let s = &self.shared;
+        let mut p = s.lock();
+        s.flush(&mut p)?;
+        s.inner.call_with_data(frame, seq, h2d, d2h)
+    }
+
+    fn attach_window(&self, seq: u32) -> Result<bool, TransportError> {
+        let s = &self.shared;
+        let mut p = s.lock();
+        s.flush(&mut p)?;
+        s.inner.attach_window(seq)
+    }
 }
 
 impl<T: Transport + 'static> Drop for BatchTransport<T> {

@@ -77,6 +77,32 @@ pub trait Transport: Send + Sync {
     /// Sends a synchronous request frame and waits for the reply with sequence number `seq`.
     /// Device output frames that arrive first are written to the client's stdout.
     fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError>;
+
+    /// Largest data window one call may use (0: the transport has none). With a window, bulk
+    /// bytes travel outside the frame: `Source::Shm`/`Sink::Shm` ranges are offsets into the
+    /// `h2d`/`d2h` buffers of [`Transport::call_with_data`].
+    fn window_size(&self) -> usize {
+        0
+    }
+
+    /// A synchronous call whose `Source::Shm` ranges refer to `h2d` and whose `Sink::Shm`
+    /// ranges refer to `d2h` (each at most [`Transport::window_size`] bytes). `Ok(None)` when
+    /// the transport has no window.
+    fn call_with_data(
+        &self,
+        _frame: &[u8],
+        _seq: u32,
+        _h2d: &[u8],
+        _d2h: &mut [u8],
+    ) -> Result<Option<Reply>, TransportError> {
+        Ok(None)
+    }
+
+    /// Sets up the transport's data window, if it has one to set up (`seq` numbers the
+    /// request it may send). Returns whether a window is now available.
+    fn attach_window(&self, _seq: u32) -> Result<bool, TransportError> {
+        Ok(self.window_size() > 0)
+    }
 }
 
 /// A connected session.
@@ -116,6 +142,8 @@ impl Client {
                 source,
             })?;
         let handles = HandleAllocator::new(hello.handle_base, hello.handle_count);
+        // Best effort: without a window, bulk data goes inline.
+        let _ = transport.attach_window(seq.fetch_add(1, Ordering::Relaxed));
         Ok(Self {
             transport,
             seq,
@@ -157,6 +185,39 @@ impl Client {
             clear_async_flag(&mut frame);
         }
         let reply = self.transport.call(&frame, seq)?;
+        if !reply.status.is_ok() {
+            return Err(ClientError::Status(reply.status));
+        }
+        protocol::decode_reply::<C>(&reply.body).map_err(|source| ClientError::Decode {
+            call: C::NAME,
+            source,
+        })
+    }
+
+    /// Largest transfer [`Client::call_with_data`] can carry in one call (0: no data window).
+    pub fn window_size(&self) -> usize {
+        self.transport.window_size()
+    }
+
+    /// A synchronous call whose bulk data travels in the transport's data window: the request's
+    /// `Source::Shm`/`Sink::Shm` ranges are offsets into `h2d`/`d2h`. Fails with
+    /// `CUDA_ERROR_NOT_SUPPORTED` when the transport has no window.
+    pub fn call_with_data<C: Call>(
+        &self,
+        req: &C,
+        h2d: &[u8],
+        d2h: &mut [u8],
+    ) -> Result<C::Reply, ClientError> {
+        let seq = self.next_seq();
+        let mut frame = Vec::new();
+        protocol::encode_call(seq, req, &mut frame);
+        if C::ASYNC {
+            clear_async_flag(&mut frame);
+        }
+        let reply = self
+            .transport
+            .call_with_data(&frame, seq, h2d, d2h)?
+            .ok_or(ClientError::Status(Status::ERROR_NOT_SUPPORTED))?;
         if !reply.status.is_ok() {
             return Err(ClientError::Status(reply.status));
         }

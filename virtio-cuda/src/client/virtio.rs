@@ -282,6 +282,20 @@ impl Transport for VirtioTransport {
         self.send_frames(&frames[plain..])
     }
 
+    fn window_size(&self) -> usize {
+        Self::MAX_WINDOW
+    }
+
+    fn call_with_data(
+        &self,
+        frame: &[u8],
+        seq: u32,
+        h2d: &[u8],
+        d2h: &mut [u8],
+    ) -> Result<Option<Reply>, TransportError> {
+        VirtioTransport::call_with_data(self, frame, seq, h2d, d2h).map(Some)
+    }
+
     fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError> {
         if let Some(reply) = self.copy_in_windows(frame, Some(seq))? {
             return Ok(reply);

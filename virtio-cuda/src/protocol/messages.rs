@@ -245,6 +245,9 @@ messages! {
     Hello = 0x0001, sync { version: u32, pid: u32, client: String } -> HelloReply;
     /// Orderly end of the session; the executor frees everything the session owns.
     Goodbye = 0x0002, sync {} -> Empty;
+    /// Unix transport only: the memfd sent with this frame (SCM_RIGHTS) becomes the session's
+    /// shared-memory data window of `size` bytes (`Source::Shm` / `Sink::Shm` ranges).
+    AttachWindow = 0x0003, sync { size: u64 } -> Empty;
 
     // ---- init and devices ------------------------------------------------------------------
     /// `cuInit`.

@@ -136,6 +136,14 @@ pub fn encode_response<T: Wire>(
     *out = w.into_vec();
 }
 
+/// Decodes the request body of call type `C` (the fields after the header).
+pub fn decode_body<C: Call>(body: &[u8]) -> Result<C, DecodeError> {
+    let mut r = Reader::new(body);
+    let v = C::get(&mut r)?;
+    r.finish()?;
+    Ok(v)
+}
+
 /// Decodes a reply body of call type `C`; an error status carries an empty body, in which case
 /// the caller should not decode at all.
 pub fn decode_reply<C: Call>(body: &[u8]) -> Result<C::Reply, DecodeError> {
