@@ -12,6 +12,11 @@ cargo fmt --all -- --check
 echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets -- -D warnings
 
+# `cargo test` builds libraries as rlibs only: build the shim (cdylib libcuda.so) and the vcuda
+# binary that the end-to-end tests run, into the same target directory, first.
+echo "[test] cargo build -p guest-libcuda -p vmm" >&2
+cargo build -p guest-libcuda -p vmm
+
 echo "[test] cargo test" >&2
 cargo test --workspace "$@"
 

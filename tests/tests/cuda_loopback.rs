@@ -270,6 +270,7 @@ fn conformance_programs_match_through_vcuda_exec_backend_cuda() {
 
 #[test]
 fn backend_cuda_without_a_driver_is_a_clear_error_and_auto_falls_back() {
+    need!(shim_dir());
     let vcuda = need!(vcuda_bin());
     // No LD_LIBRARY_PATH: no libcuda at all on this machine (skip where a real one exists).
     if std::path::Path::new("/dev/nvidia0").exists() {
