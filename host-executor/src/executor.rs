@@ -170,7 +170,7 @@ impl Executor {
                 ResponseKind::Stdout,
                 header.seq,
                 Status::SUCCESS,
-                &RawBody(chunk),
+                &p::RawBody(chunk),
                 out,
             );
         }
@@ -178,7 +178,7 @@ impl Executor {
             ResponseKind::Reply,
             header.seq,
             status,
-            &RawBody(&reply_body),
+            &p::RawBody(&reply_body),
             out,
         );
         Ok(if bye {
@@ -233,7 +233,7 @@ impl Executor {
                     ResponseKind::Reply,
                     header.seq,
                     status,
-                    &RawBody(&[]),
+                    &p::RawBody(&[]),
                     &mut out,
                 );
                 stream.write_all(&out)?;
@@ -275,19 +275,6 @@ pub enum FrameOutcome {
     Continue,
     /// The client said Goodbye: close the connection.
     Close,
-}
-
-/// Pre-encoded bytes written as a body verbatim.
-struct RawBody<'a>(&'a [u8]);
-
-impl p::Wire for RawBody<'_> {
-    const MIN_SIZE: usize = 0;
-    fn put(&self, w: &mut p::Writer) {
-        w.raw(self.0);
-    }
-    fn get(_r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Err(DecodeError::BadUtf8)
-    }
 }
 
 /// Counts a session as live from creation until it is dropped (however the connection ends).

@@ -367,7 +367,7 @@ impl Session {
                 if bytes.len() as u64 != total {
                     return Err(Status::ERROR_INVALID_VALUE);
                 }
-                let res = for_each_row(&r.dst, r.width_bytes, r.height, r.depth, |i, addr| {
+                let res = for_each_row(&r.dst, r.height, r.depth, |i, addr| {
                     let off = (i * r.width_bytes) as usize;
                     self.be
                         .write(c, s, addr, &bytes[off..off + r.width_bytes as usize])
@@ -381,7 +381,7 @@ impl Session {
                 let total = strided_total(r.width_bytes, r.height, r.depth)?;
                 let len = checked_len(total, &r.dst)?;
                 let mut buf = vec![0u8; len];
-                let res = for_each_row(&r.src, r.width_bytes, r.height, r.depth, |i, addr| {
+                let res = for_each_row(&r.src, r.height, r.depth, |i, addr| {
                     let off = (i * r.width_bytes) as usize;
                     self.be
                         .read(c, s, addr, &mut buf[off..off + r.width_bytes as usize])
@@ -395,7 +395,7 @@ impl Session {
                 let s = self.stream(r.ctx, r.stream)?;
                 strided_total(r.width_bytes, r.height, r.depth)?;
                 let src = r.src.clone();
-                let res = for_each_row(&r.dst, r.width_bytes, r.height, r.depth, |i, dst| {
+                let res = for_each_row(&r.dst, r.height, r.depth, |i, dst| {
                     let (z, y) = (i / r.height.max(1), i % r.height.max(1));
                     let saddr = src
                         .addr
@@ -644,7 +644,6 @@ fn strided_total(width: u64, height: u64, depth: u64) -> Result<u64, Status> {
 /// Calls `f(row_index, row_address)` for every row of a strided region.
 fn for_each_row(
     region: &DevRegion,
-    _width: u64,
     height: u64,
     depth: u64,
     mut f: impl FnMut(u64, u64) -> Result<(), Status>,

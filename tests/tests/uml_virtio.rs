@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vcuda_tests::shim::{profile_dir, shim_dir};
 use virtio_cuda::client::virtio::VirtioTransport;
 use virtio_cuda::client::{Client, KernelArg, Transport};
 use virtio_cuda::protocol::{self as p, Sink, Source, Status};
@@ -30,13 +31,6 @@ fn repo() -> PathBuf {
 }
 
 /// `target/<profile>` of this test binary.
-fn profile_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().and_then(Path::parent).map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target/debug"))
-}
-
 fn skip(reason: &str) {
     eprintln!("SKIPPED uml_virtio: {reason}");
 }
@@ -238,25 +232,6 @@ fn cuda_calls_through_the_guest_driver_to_an_out_of_process_executor() {
 }
 
 /// A directory with `libcuda.so.1`/`libcuda.so` links to the shim built beside this test.
-fn shim_dir() -> Result<PathBuf, String> {
-    let lib = profile_dir().join("libcuda.so");
-    if !lib.is_file() {
-        return Err(format!(
-            "{} not built (run `cargo build -p guest-libcuda`)",
-            lib.display()
-        ));
-    }
-    let dir = profile_dir().join("vcuda-shim-uml");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    for name in ["libcuda.so.1", "libcuda.so"] {
-        let link = dir.join(name);
-        if !link.exists() {
-            let _ = std::os::unix::fs::symlink(&lib, &link);
-        }
-    }
-    Ok(dir)
-}
-
 /// Unmodified CUDA programs (nvcc 13, static and shared cudart, and a driver-API program linked
 /// with `-lcuda`) run inside UML on the shim, which finds `/dev/vcuda0` and talks virtio.
 #[test]

@@ -161,6 +161,24 @@ impl<T: Wire> Wire for List<T> {
     }
 }
 
+/// Bytes that are already encoded, written verbatim as a body (relaying or re-framing replies).
+/// Encode-only: there is nothing to decode it into.
+#[derive(Debug, Clone, Copy)]
+pub struct RawBody<'a>(pub &'a [u8]);
+
+impl Wire for RawBody<'_> {
+    const MIN_SIZE: usize = 0;
+    fn put(&self, w: &mut Writer) {
+        w.raw(self.0);
+    }
+    fn get(_r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Err(DecodeError::BadTag {
+            what: "raw body (encode-only)",
+            tag: 0,
+        })
+    }
+}
+
 /// Declares a plain struct whose wire layout is its fields in order.
 #[macro_export]
 macro_rules! wire_struct {

@@ -20,7 +20,7 @@ pub mod messages;
 pub mod status;
 pub mod wire;
 
-pub use codec::{List, Wire};
+pub use codec::{List, RawBody, Wire};
 pub use data::{DataAccess, SgEntry, Sink, Source, MAX_INLINE};
 pub use handles::HandleAllocator;
 pub use header::{RequestHeader, ResponseHeader, ResponseKind, FLAG_ASYNC, HEADER_LEN, MAGIC};

@@ -165,7 +165,13 @@ impl RemoteExecutor {
             let (h, body) = read_frame(s)?;
             match h.kind {
                 ResponseKind::Stdout => {
-                    p::encode_response(ResponseKind::Stdout, h.seq, h.status, &Raw(&body), out);
+                    p::encode_response(
+                        ResponseKind::Stdout,
+                        h.seq,
+                        h.status,
+                        &p::RawBody(&body),
+                        out,
+                    );
                 }
                 ResponseKind::Reply => {
                     let (status, body) = match (&sink, h.status.is_ok()) {
@@ -183,23 +189,10 @@ impl RemoteExecutor {
                         }
                         _ => (h.status, body),
                     };
-                    p::encode_response(ResponseKind::Reply, h.seq, status, &Raw(&body), out);
+                    p::encode_response(ResponseKind::Reply, h.seq, status, &p::RawBody(&body), out);
                     return Ok(false);
                 }
             }
         }
-    }
-}
-
-/// Pre-encoded body bytes.
-struct Raw<'a>(&'a [u8]);
-
-impl Wire for Raw<'_> {
-    const MIN_SIZE: usize = 0;
-    fn put(&self, w: &mut p::Writer) {
-        w.raw(self.0);
-    }
-    fn get(_r: &mut Reader<'_>) -> Result<Self, p::DecodeError> {
-        Err(p::DecodeError::BadUtf8)
     }
 }
