@@ -142,12 +142,16 @@ impl SessionMemory {
         {
             // SAFETY: valid out-pointer and property struct.
             let handle = ffi::out(|p| unsafe { sys::cuMemCreate(p, size as usize, prop, 0) })?;
-            // SAFETY: [start, start+size) lies in our reservation and is unmapped.
-            let mapped = ffi::call(|| unsafe { sys::cuMemMap(start, size as usize, 0, handle, 0) })
-                // SAFETY: the range was just mapped; `access` is a valid descriptor.
-                .and_then(|_| {
-                    ffi::call(|| unsafe { sys::cuMemSetAccess(start, size as usize, access, 1) })
-                });
+            let mapped = ffi::call(|| {
+                // SAFETY: [start, start+size) lies in our reservation and is unmapped.
+                unsafe { sys::cuMemMap(start, size as usize, 0, handle, 0) }
+            })
+            .and_then(|_| {
+                ffi::call(|| {
+                    // SAFETY: the range was just mapped; `access` is a valid descriptor.
+                    unsafe { sys::cuMemSetAccess(start, size as usize, access, 1) }
+                })
+            });
             if let Err(e) = mapped {
                 // SAFETY: unmapping a range we may have mapped.
                 let _ = ffi::call(|| unsafe { sys::cuMemUnmap(start, size as usize) });
@@ -214,13 +218,17 @@ impl Drop for SessionMemory {
         }
         let w = self.window;
         match self.backing {
-            // SAFETY: the reservation is ours and everything in it is unmapped now.
             Backing::Vmm { .. } => {
-                let _ = ffi::call(|| unsafe { sys::cuMemAddressFree(w.base, w.size as usize) });
+                let _ = ffi::call(|| {
+                    // SAFETY: the reservation is ours and everything in it is unmapped now.
+                    unsafe { sys::cuMemAddressFree(w.base, w.size as usize) }
+                });
             }
-            // SAFETY: the pool came from cuMemAlloc and is freed once.
             Backing::Pool => {
-                let _ = ffi::call(|| unsafe { sys::cuMemFree_v2(w.base) });
+                let _ = ffi::call(|| {
+                    // SAFETY: the pool came from cuMemAlloc and is freed once.
+                    unsafe { sys::cuMemFree_v2(w.base) }
+                });
             }
         }
     }

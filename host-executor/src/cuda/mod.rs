@@ -108,8 +108,8 @@ impl Backend for CudaBackend {
         let mut name = [0 as std::ffi::c_char; 256];
         // SAFETY: the buffer is 256 bytes and the driver writes a NUL-terminated name into it.
         ffi::call(|| unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), 256, dev) })?;
-        // SAFETY: NUL-terminated by the driver within the buffer (set the last byte to be sure).
         name[255] = 0;
+        // SAFETY: the buffer is NUL-terminated (by the driver, and at its last byte regardless).
         let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
             .to_string_lossy()
             .into_owned();

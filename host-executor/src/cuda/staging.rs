@@ -132,9 +132,11 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         for c in self.chunks.drain(..) {
-            // SAFETY: our own event and pinned buffer, released once (pending DMA first).
+            // SAFETY: our own event; waits for any DMA still using the chunk.
             let _ = ffi::call(|| unsafe { sys::cuEventSynchronize(c.done) });
+            // SAFETY: our own event, destroyed once.
             let _ = ffi::call(|| unsafe { sys::cuEventDestroy_v2(c.done) });
+            // SAFETY: our own pinned buffer, idle (synchronised above), freed once.
             let _ = ffi::call(|| unsafe { sys::cuMemFreeHost(c.host.cast()) });
         }
     }
