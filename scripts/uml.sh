@@ -37,16 +37,29 @@ uml_kernel_version() {
   ls "$CACHE/root/usr/lib/uml/modules" 2>/dev/null | grep -E '^6\.1\.[0-9]+$' | head -1
 }
 
+# `apt-get download`, refreshing the package lists once if they are stale (a fresh machine's
+# lists may name versions the mirror no longer has: 404).
+apt_download() {
+  apt-get download "$@" >&2 && return 0
+  if [[ -z "${APT_REFRESHED:-}" ]]; then
+    log "apt-get download $* failed; refreshing the package lists (apt-get update) and retrying"
+    APT_REFRESHED=1
+    apt-get update -qq >&2 || true
+    apt-get download "$@" >&2 && return 0
+  fi
+  return 1
+}
+
 fetch_debs() {
   mkdir -p "$CACHE/debs" "$CACHE/root"
   cd "$CACHE/debs"
   if ! ls user-mode-linux_*.deb >/dev/null 2>&1; then
     log "downloading user-mode-linux"
-    apt-get download user-mode-linux >&2 || die "apt-get download user-mode-linux failed (no Debian apt sources?)"
+    apt_download user-mode-linux || die "apt-get download user-mode-linux failed (no Debian apt sources?)"
   fi
   if ! ls busybox-static_*.deb >/dev/null 2>&1; then
     log "downloading busybox-static"
-    apt-get download busybox-static >&2 || die "apt-get download busybox-static failed"
+    apt_download busybox-static || die "apt-get download busybox-static failed"
   fi
   if [[ ! -x "$(uml_linux)" ]]; then
     dpkg-deb -x user-mode-linux_*.deb "$CACHE/root"
@@ -60,8 +73,8 @@ fetch_debs() {
   echo "$ver" >"$CACHE/kernel-version"
   if ! ls linux-source-6.1_*.deb >/dev/null 2>&1; then
     log "downloading linux-source-6.1=$ver-1 (the UML kernel's version)"
-    apt-get download "linux-source-6.1=$ver-1" >&2 ||
-      apt-get download linux-source-6.1 >&2 ||
+    apt_download "linux-source-6.1=$ver-1" ||
+      apt_download linux-source-6.1 ||
       die "apt-get download linux-source-6.1 failed"
   fi
 }

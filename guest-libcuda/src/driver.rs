@@ -313,6 +313,18 @@ impl Driver {
             .map_err(|e| log_failure(C::NAME, e))
     }
 
+    /// A bulk copy pipelined through the transport's data window (`Ok(false)`: the transport
+    /// cannot; nothing was sent).
+    pub fn pipelined<C: Call>(
+        &self,
+        bulk: virtio_cuda::client::Bulk<'_>,
+        request: impl Fn(virtio_cuda::client::Chunk) -> C,
+    ) -> R<bool> {
+        self.client
+            .copy_pipelined(bulk, request)
+            .map_err(|e| log_failure(C::NAME, e))
+    }
+
     /// A fire-and-forget call (its error, if any, surfaces at the next synchronising call).
     pub fn send<C: Call>(&self, req: &C) -> R<()> {
         self.client.send(req).map_err(|e| log_failure(C::NAME, e))

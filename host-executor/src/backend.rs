@@ -5,6 +5,7 @@
 //! [`crate::cpu`] (PTX interpreter) and, later, `cuda` (a real GPU through cudarc).
 
 use virtio_cuda::protocol::{DeviceInfoReply, FuncInfo, Status};
+use virtio_cuda::shm::SharedRegion;
 
 /// Result of backend operations: CUDA status codes.
 pub type BResult<T> = Result<T, Status>;
@@ -93,6 +94,34 @@ pub trait BackendSession: Send {
     fn write(&mut self, ctx: ObjId, stream: ObjId, dst: u64, data: &[u8]) -> BResult<()>;
     /// Device→host copy into `out`; returns once the bytes are in `out`.
     fn read(&mut self, ctx: ObjId, stream: ObjId, src: u64, out: &mut [u8]) -> BResult<()>;
+    /// Host→device copy straight out of shared memory (the client's data window). The default
+    /// stages through a buffer; backends that can copy from the region directly override it.
+    fn write_region(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        dst: u64,
+        src: SharedRegion<'_>,
+    ) -> BResult<()> {
+        let mut buf = vec![0u8; src.len()];
+        src.read_at(0, &mut buf)
+            .map_err(|_| Status::ERROR_INVALID_VALUE)?;
+        self.write(ctx, stream, dst, &buf)
+    }
+    /// Device→host copy straight into shared memory; default and overrides as for
+    /// [`BackendSession::write_region`].
+    fn read_region(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        src: u64,
+        dst: SharedRegion<'_>,
+    ) -> BResult<()> {
+        let mut buf = vec![0u8; dst.len()];
+        self.read(ctx, stream, src, &mut buf)?;
+        dst.write_at(0, &buf)
+            .map_err(|_| Status::ERROR_INVALID_VALUE)
+    }
     /// Device→device copy.
     fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()>;
     /// Fills `height` rows of `width` elements (`elem_size` 1, 2 or 4 bytes), `pitch` apart.

@@ -15,7 +15,10 @@ use virtio_cuda::service::FrameService;
 use crate::backend::Backend;
 use crate::data::{DataAccess, InlineOnly};
 use crate::session::Session;
-use crate::window::{recv_exact_with_fds, ShmWindow};
+use crate::window::ShmData;
+use virtio_cuda::shm::channel::{spin_from_env, MAX_DATA, MAX_RING};
+use virtio_cuda::shm::fdpass::recv_exact_with_fds;
+use virtio_cuda::shm::{Endpoint, Layout, Mapping, ShmError, Side};
 
 /// Executor-wide settings.
 #[derive(Debug, Clone)]
@@ -49,6 +52,9 @@ pub struct Executor {
     config: ExecutorConfig,
     next_session: AtomicU64,
     live: Arc<AtomicUsize>,
+    /// How long a connection's thread polls an idle shared-memory channel before it sleeps
+    /// until the client rings (`VCUDA_SPIN_US`, else 50 µs; 0 on one CPU).
+    spin: std::time::Duration,
 }
 
 impl std::fmt::Debug for Executor {
@@ -71,6 +77,8 @@ pub enum ConnectionError {
     NoHello(&'static str),
     #[error("session could not be opened: {0}")]
     Open(Status),
+    #[error("shared-memory channel: {0}")]
+    Channel(#[from] ShmError),
 }
 
 impl Executor {
@@ -80,6 +88,7 @@ impl Executor {
             config,
             next_session: AtomicU64::new(1),
             live: Arc::new(AtomicUsize::new(0)),
+            spin: spin_from_env(),
         })
     }
 
@@ -190,13 +199,13 @@ impl Executor {
     }
 
     /// Serves one client on a connected stream until it says Goodbye or disconnects. Errors
-    /// end only this connection; the session's resources are freed either way.
+    /// end only this connection; the session's resources are freed either way. Once the client
+    /// attaches a shared-memory channel, frames move to it ([`Executor::serve_channel`]).
     pub fn serve_stream(&self, mut stream: UnixStream) -> Result<(), ConnectionError> {
         let mut conn = Connection::default();
         let mut out = Vec::with_capacity(4096);
         let mut body = Vec::new();
         let mut fds = Vec::new();
-        let mut window: Option<ShmWindow> = None;
         loop {
             let mut hdr = [0u8; HEADER_LEN];
             match recv_exact_with_fds(&stream, &mut hdr, &mut fds) {
@@ -213,22 +222,20 @@ impl Executor {
             body.resize(header.body_len as usize, 0);
             recv_exact_with_fds(&stream, &mut body, &mut fds)?;
             out.clear();
-            if header.opcode == <p::AttachWindow as p::Call>::OPCODE && conn.is_open() {
+            if header.opcode == <p::AttachChannel as p::Call>::OPCODE && conn.is_open() {
                 // Transport-level: map the memfd that came with this frame.
-                let status = match (p::decode_body::<p::AttachWindow>(&body), fds.pop()) {
-                    (Ok(req), Some(fd)) => match ShmWindow::map(&fd, req.size) {
-                        Ok(w) => {
-                            window = Some(w);
-                            Status::SUCCESS
-                        }
-                        Err(e) => {
-                            warn!("cannot map the client's data window: {e}");
-                            Status::ERROR_INVALID_VALUE
-                        }
-                    },
-                    _ => Status::ERROR_INVALID_VALUE,
+                let attached = match (p::decode_body::<p::AttachChannel>(&body), fds.pop()) {
+                    (Ok(req), Some(fd)) => self.attach_channel(&stream, &req, &fd),
+                    _ => Err("AttachChannel without a well-formed body and one memfd".into()),
                 };
                 fds.clear();
+                let status = match &attached {
+                    Ok(_) => Status::SUCCESS,
+                    Err(e) => {
+                        warn!("cannot attach the client's shared-memory channel: {e}");
+                        Status::ERROR_INVALID_VALUE
+                    }
+                };
                 p::encode_response(
                     ResponseKind::Reply,
                     header.seq,
@@ -237,18 +244,71 @@ impl Executor {
                     &mut out,
                 );
                 stream.write_all(&out)?;
+                if let Ok(ep) = attached {
+                    return self.serve_channel(conn, &ep);
+                }
                 continue;
             }
-            // Descriptors are only meaningful with AttachWindow.
+            // Descriptors are only meaningful with AttachChannel.
             fds.clear();
-            let data: &dyn DataAccess = match &window {
-                Some(w) => w,
-                None => &InlineOnly,
-            };
-            let outcome = self.handle_frame(&mut conn, &header, &body, data, &mut out)?;
+            let outcome = self.handle_frame(&mut conn, &header, &body, &InlineOnly, &mut out)?;
             if !out.is_empty() {
                 stream.write_all(&out)?;
             }
+            if outcome == FrameOutcome::Close {
+                return Ok(());
+            }
+        }
+    }
+
+    fn attach_channel(
+        &self,
+        stream: &UnixStream,
+        req: &p::AttachChannel,
+        fd: &std::os::fd::OwnedFd,
+    ) -> Result<Endpoint, String> {
+        let layout = Layout::new(req.ring_bytes, req.data_bytes).map_err(|e| e.to_string())?;
+        let max = (2 * MAX_RING + MAX_DATA) + 4096;
+        let map = Mapping::map(fd, layout.total() as u64, max).map_err(|e| e.to_string())?;
+        let bell = stream.try_clone().map_err(|e| e.to_string())?;
+        Endpoint::new(map, layout, Side::Executor, bell, self.spin).map_err(|e| e.to_string())
+    }
+
+    /// Serves a connection's frames over its shared-memory channel: requests from the request
+    /// ring, responses into the response ring, `done` published after each request so the
+    /// client can reuse data slots. Ends when the client says Goodbye or its socket closes.
+    pub fn serve_channel(
+        &self,
+        mut conn: Connection,
+        ep: &Endpoint,
+    ) -> Result<(), ConnectionError> {
+        let data = ShmData::new(ep.data());
+        let mut out = Vec::with_capacity(4096);
+        let mut body = Vec::new();
+        loop {
+            let mut hdr = [0u8; HEADER_LEN];
+            match ep.read_exact(&mut hdr) {
+                Ok(()) => {}
+                Err(ShmError::Closed) => {
+                    debug!("client disconnected without Goodbye");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let header = RequestHeader::get(&mut Reader::new(&hdr))?;
+            body.resize(header.body_len as usize, 0);
+            match ep.read_exact(&mut body) {
+                Ok(()) => {}
+                Err(ShmError::Closed) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            out.clear();
+            let outcome = self.handle_frame(&mut conn, &header, &body, &data, &mut out)?;
+            if !out.is_empty() {
+                ep.write(&out)?;
+            }
+            ep.mark_done();
+            ep.notify_peer()?;
             if outcome == FrameOutcome::Close {
                 return Ok(());
             }

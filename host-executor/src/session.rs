@@ -241,7 +241,7 @@ impl Session {
             }),
             R::Goodbye(_) => Outcome::ok(&Empty {}),
             // Handled by the unix transport (it carries a file descriptor); elsewhere meaningless.
-            R::AttachWindow(_) => return Err(Status::ERROR_NOT_SUPPORTED),
+            R::AttachChannel(_) => return Err(Status::ERROR_NOT_SUPPORTED),
             R::Init(_) => Outcome::ok(&p::InitReply {
                 driver_version: devices.driver_version(),
                 device_count: devices.device_count(),
@@ -318,15 +318,29 @@ impl Session {
             R::MemcpyHtoD(r) => {
                 let c = self.ctx(r.ctx)?;
                 let s = self.stream(r.ctx, r.stream)?;
-                let bytes = source_bytes(data, r.src)?;
-                let res = self.be.write(c, s, r.dst, &bytes);
+                let res = match data.source_region(&r.src)? {
+                    // Straight from the shared window into device memory.
+                    Some(region) => self.be.write_region(c, s, r.dst, region),
+                    None => {
+                        let bytes = source_bytes(data, r.src)?;
+                        self.be.write(c, s, r.dst, &bytes)
+                    }
+                };
                 self.track(r.ctx, res)?;
+                // The last piece of a pipelined copy reports the earlier pieces' errors.
+                self.take_pending()?;
                 Outcome::ok(&Empty {})
             }
             R::MemcpyDtoH(r) => {
                 let c = self.ctx(r.ctx)?;
                 let s = self.stream(r.ctx, r.stream)?;
                 let len = checked_len(r.len, &r.dst)?;
+                if let Some(region) = data.sink_region(&r.dst, len as u64)? {
+                    let res = self.be.read_region(c, s, r.src, region);
+                    self.track(r.ctx, res)?;
+                    self.take_pending()?;
+                    return Ok(Outcome::ok(&p::DataReply { data: Vec::new() }));
+                }
                 let mut buf = vec![0u8; len];
                 let res = self.be.read(c, s, r.src, &mut buf);
                 self.track(r.ctx, res)?;

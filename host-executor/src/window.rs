@@ -1,101 +1,42 @@
-//! The unix transport's shared-memory data window.
+//! The data window of a session's shared-memory channel, as the executor resolves
+//! `Source::Shm` / `Sink::Shm` ranges (docs/PROTOCOL.md §5).
 //!
-//! A client creates a memfd, maps it, and hands the fd to the executor with `AttachWindow`
-//! (SCM_RIGHTS on the same `sendmsg` as the frame). Bulk transfers then name ranges of it
-//! (`Source::Shm` / `Sink::Shm`) instead of carrying their bytes through the socket: one copy on
-//! each side instead of an encode, two kernel copies and a decode. The client may write the
-//! mapping at any time, so the executor only ever copies in and out of it with raw copies and
-//! never forms a reference to its bytes.
-
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+//! The client may write the window at any time, so the executor never forms a reference to its
+//! bytes: it copies in and out with raw copies ([`SharedRegion`]), or hands a backend the
+//! region to copy from directly (one copy between the window and device memory).
 
 use virtio_cuda::protocol::{DataAccess, Sink, Source, Status};
+use virtio_cuda::shm::SharedRegion;
 
-/// Largest window a client may attach.
-pub const MAX_WINDOW: u64 = 1 << 30;
-
-/// A client's window, mapped shared.
-pub struct ShmWindow {
-    ptr: *mut u8,
-    len: usize,
+/// `Shm` ranges resolved against one channel's data window.
+#[derive(Debug, Clone, Copy)]
+pub struct ShmData<'a> {
+    window: SharedRegion<'a>,
 }
 
-// SAFETY: the mapping is plain shared memory owned by this value; all accesses are raw copies
-// made while a `&ShmWindow` is held, and the connection that owns it serves one request at a time.
-unsafe impl Send for ShmWindow {}
-// SAFETY: as above; concurrent raw copies from shared memory are what the memory is for.
-unsafe impl Sync for ShmWindow {}
-
-impl ShmWindow {
-    /// Maps `len` bytes of `fd` (the client's memfd).
-    pub fn map(fd: &OwnedFd, len: u64) -> io::Result<Self> {
-        if len == 0 || len > MAX_WINDOW {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "window size"));
-        }
-        // The file must really be that large, or touching the mapping would fault.
-        // SAFETY: fstat fills the zeroed struct for a valid fd.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd and out-pointer.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if (st.st_size as u64) < len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "window larger than its file",
-            ));
-        }
-        let len = len as usize;
-        // SAFETY: a fresh shared mapping of a file we hold; checked for MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self {
-            ptr: ptr.cast(),
-            len,
-        })
+impl<'a> ShmData<'a> {
+    /// Ranges of `window`.
+    pub fn new(window: SharedRegion<'a>) -> Self {
+        Self { window }
     }
 
-    fn range(&self, offset: u64, len: u64) -> Result<(usize, usize), Status> {
-        let end = offset.checked_add(len).ok_or(Status::ERROR_INVALID_VALUE)?;
-        if end > self.len as u64 {
-            return Err(Status::ERROR_INVALID_VALUE);
-        }
-        Ok((offset as usize, len as usize))
+    fn range(&self, offset: u64, len: u64) -> Result<SharedRegion<'a>, Status> {
+        self.window
+            .sub(offset, len)
+            .map_err(|_| Status::ERROR_INVALID_VALUE)
     }
 }
 
-impl Drop for ShmWindow {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `map`.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-impl DataAccess for ShmWindow {
+impl DataAccess for ShmData<'_> {
     fn read_source(&self, src: &Source, out: &mut Vec<u8>) -> Result<(), Status> {
         let Source::Shm { offset, len } = src else {
             return Err(Status::ERROR_INVALID_VALUE);
         };
-        let (o, n) = self.range(*offset, *len)?;
+        let r = self.range(*offset, *len)?;
         let start = out.len();
-        out.resize(start + n, 0);
-        // SAFETY: [o, o+n) is inside the mapping (checked); `out` has room for n bytes; the
-        // regions cannot overlap (the mapping is not Rust-owned memory).
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(o), out.as_mut_ptr().add(start), n) };
-        Ok(())
+        out.resize(start + r.len(), 0);
+        r.read_at(0, &mut out[start..])
+            .map_err(|_| Status::ERROR_INVALID_VALUE)
     }
 
     fn write_sink(&self, sink: &Sink, data: &[u8]) -> Result<(), Status> {
@@ -105,62 +46,56 @@ impl DataAccess for ShmWindow {
         if data.len() as u64 > *len {
             return Err(Status::ERROR_INVALID_VALUE);
         }
-        let (o, n) = self.range(*offset, data.len() as u64)?;
-        // SAFETY: [o, o+n) is inside the mapping (checked) and `data` holds n bytes.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(o), n) };
-        Ok(())
+        self.range(*offset, data.len() as u64)?
+            .write_at(0, data)
+            .map_err(|_| Status::ERROR_INVALID_VALUE)
+    }
+
+    fn source_region(&self, src: &Source) -> Result<Option<SharedRegion<'_>>, Status> {
+        match src {
+            Source::Shm { offset, len } => self.range(*offset, *len).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn sink_region(&self, sink: &Sink, len: u64) -> Result<Option<SharedRegion<'_>>, Status> {
+        match sink {
+            Sink::Shm { offset, len: cap } if len <= *cap => self.range(*offset, len).map(Some),
+            Sink::Shm { .. } => Err(Status::ERROR_INVALID_VALUE),
+            _ => Ok(None),
+        }
     }
 }
 
-/// Reads exactly `buf.len()` bytes, collecting file descriptors passed with them (SCM_RIGHTS).
-pub fn recv_exact_with_fds(
-    stream: &UnixStream,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<()> {
-    use std::os::fd::FromRawFd;
-    let mut done = 0;
-    while done < buf.len() {
-        let mut iov = libc::iovec {
-            iov_base: buf[done..].as_mut_ptr().cast(),
-            iov_len: buf.len() - done,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_checked_against_the_window() {
+        let mut backing = vec![0u8; 4096];
+        // SAFETY: `backing` outlives the region and is only accessed through it.
+        let w = unsafe { SharedRegion::new(backing.as_mut_ptr(), backing.len()) };
+        let d = ShmData::new(w);
+        let shm = |offset, len| Source::Shm { offset, len };
+        assert!(d.source_region(&shm(4000, 96)).unwrap().is_some());
+        assert_eq!(
+            d.source_region(&shm(4000, 97)).unwrap_err(),
+            Status::ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            d.source_region(&shm(u64::MAX, 2)).unwrap_err(),
+            Status::ERROR_INVALID_VALUE
+        );
+        assert!(d.source_region(&Source::Inline(vec![1])).unwrap().is_none());
+        let sink = Sink::Shm {
+            offset: 100,
+            len: 10,
         };
-        // Room for 4 descriptors.
-        let mut cmsg = [0u64; 8];
-        // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
-        // SAFETY: recvmsg writes into the iovec and control buffers described by `msg`.
-        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        // SAFETY: walking the control messages recvmsg returned, with the libc macros.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                        / std::mem::size_of::<RawFd>();
-                    for i in 0..count {
-                        fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        done += n as usize;
+        assert!(d.sink_region(&sink, 11).is_err());
+        d.write_sink(&sink, b"0123456789").unwrap();
+        let mut out = Vec::new();
+        d.read_source(&shm(100, 10), &mut out).unwrap();
+        assert_eq!(out, b"0123456789");
     }
-    Ok(())
 }

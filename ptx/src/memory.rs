@@ -336,6 +336,38 @@ impl Arena {
         Ok(())
     }
 
+    /// Runs `f` on `[addr, addr + len)` (inside one live allocation) as plain bytes, for bulk
+    /// host copies at memcpy speed. Only possible while no launch holds the allocation (a
+    /// launch's snapshot shares its store): then `Ok(None)` is returned without calling `f`, and
+    /// the caller falls back to [`Arena::read`]/[`Arena::write`].
+    pub fn with_bytes_mut<R>(
+        &self,
+        addr: u64,
+        len: u64,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<Option<R>, MemError> {
+        let mut map = self.allocs.write().unwrap_or_else(|e| e.into_inner());
+        let oob = MemError::OutOfBounds { addr, len };
+        let (_, a) = map.range_mut(..=addr).next_back().ok_or(oob.clone())?;
+        let off = addr - a.base;
+        if off.checked_add(len).is_none_or(|e| e > a.size) {
+            return Err(oob);
+        }
+        let Some(store) = Arc::get_mut(&mut a.store) else {
+            return Ok(None);
+        };
+        let words: &mut [AtomicU64] = &mut store.words;
+        // SAFETY: `words` is borrowed exclusively: `Arc::get_mut` proved that no snapshot or
+        // in-flight copy shares the store, and the table's write lock keeps new ones from
+        // appearing while `f` runs. `AtomicU64` has the size and alignment of `u64`, and any
+        // byte pattern is a valid `u64`, so the words may be viewed as their bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        };
+        let (off, len) = (off as usize, len as usize);
+        Ok(Some(f(&mut bytes[off..off + len])))
+    }
+
     /// Writes `count` copies of `pattern` (1, 2 or 4 bytes) starting at `addr` (`cuMemsetD8/16/32`).
     pub fn fill(&self, addr: u64, pattern: &[u8], count: u64) -> Result<(), MemError> {
         if !matches!(pattern.len(), 1 | 2 | 4) {

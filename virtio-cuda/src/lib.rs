@@ -8,5 +8,6 @@ pub mod client;
 pub mod device;
 pub mod protocol;
 pub mod service;
+pub mod shm;
 #[cfg(feature = "device")]
 pub mod vhost_user;

@@ -8,6 +8,7 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
+use virtio_cuda::client::Bulk;
 use virtio_cuda::protocol::{self as p, DevRegion, Sink, Source, Status};
 
 use crate::api::managed;
@@ -66,8 +67,21 @@ pub fn h2d(d: &Driver, o: Order, dst: u64, src: &[u8]) -> R<()> {
     }
     let window = d.client.window_size();
     if window >= WINDOW_MIN && src.len() > WINDOW_MIN {
-        // Bulk bytes go through the data window, one synchronous call per window-full (the
-        // source is pageable memory the caller may reuse as soon as we return).
+        // Bulk bytes go through the data window, pipelined where the transport can (we copy
+        // the next piece in while the executor copies the previous one out); the source is
+        // pageable memory the caller may reuse as soon as we return, so the last piece waits.
+        let piped = d.pipelined(Bulk::ToDevice(src), |c| p::MemcpyHtoD {
+            ctx: o.ctx,
+            stream: o.stream,
+            dst: dst.wrapping_add(c.offset),
+            src: Source::Shm {
+                offset: c.window_offset,
+                len: c.len,
+            },
+        })?;
+        if piped {
+            return Ok(());
+        }
         for (i, chunk) in src.chunks(window).enumerate() {
             let req = p::MemcpyHtoD {
                 ctx: o.ctx,
@@ -108,6 +122,19 @@ pub fn d2h(d: &Driver, o: Order, dst: &mut [u8], src: u64) -> R<()> {
     }
     let window = d.client.window_size();
     if window >= WINDOW_MIN && dst.len() > WINDOW_MIN {
+        let piped = d.pipelined(Bulk::FromDevice(&mut *dst), |c| p::MemcpyDtoH {
+            ctx: o.ctx,
+            stream: o.stream,
+            src: src.wrapping_add(c.offset),
+            len: c.len,
+            dst: Sink::Shm {
+                offset: c.window_offset,
+                len: c.len,
+            },
+        })?;
+        if piped {
+            return Ok(());
+        }
         for (i, chunk) in dst.chunks_mut(window).enumerate() {
             let req = p::MemcpyDtoH {
                 ctx: o.ctx,

@@ -9,6 +9,7 @@ use tracing::debug;
 use vcuda_ptx::memory::Arena;
 use vcuda_ptx::{ExecError, LaunchConfig, LaunchOptions, LoadedModule, Module};
 use virtio_cuda::protocol::{FuncInfo, List, ParamInfo, Status};
+use virtio_cuda::shm::SharedRegion;
 
 use super::device::{MAX_THREADS_PER_BLOCK, SHARED_PER_BLOCK, SHARED_PER_BLOCK_OPTIN};
 use super::CpuConfig;
@@ -19,6 +20,8 @@ use crate::image;
 
 /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
 const ATTR_MAX_DYNAMIC_SHARED: u32 = 8;
+/// Bounce-buffer size of window copies into an allocation a launch still holds.
+const REGION_CHUNK: usize = 1 << 20;
 /// `CU_EVENT_DISABLE_TIMING`.
 const EVENT_DISABLE_TIMING: u32 = 0x2;
 
@@ -180,6 +183,67 @@ impl BackendSession for CpuSession {
         self.check_ctx(ctx)?;
         self.check_stream(stream)?;
         self.arena.read(src, out).map_err(mem_status)
+    }
+
+    fn write_region(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        dst: u64,
+        src: SharedRegion<'_>,
+    ) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        let bad = |_| Status::ERROR_INVALID_VALUE;
+        // One copy, window → device memory, when no launch holds the allocation.
+        match self
+            .arena
+            .with_bytes_mut(dst, src.len() as u64, |bytes| src.read_at(0, bytes))
+            .map_err(mem_status)?
+        {
+            Some(r) => r.map_err(bad),
+            None => {
+                let mut buf = vec![0u8; src.len().min(REGION_CHUNK)];
+                for off in (0..src.len()).step_by(REGION_CHUNK) {
+                    let piece = &mut buf[..REGION_CHUNK.min(src.len() - off)];
+                    src.read_at(off as u64, piece).map_err(bad)?;
+                    self.arena
+                        .write(dst + off as u64, piece)
+                        .map_err(mem_status)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn read_region(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        src: u64,
+        dst: SharedRegion<'_>,
+    ) -> BResult<()> {
+        self.check_ctx(ctx)?;
+        self.check_stream(stream)?;
+        let bad = |_| Status::ERROR_INVALID_VALUE;
+        match self
+            .arena
+            .with_bytes_mut(src, dst.len() as u64, |bytes| dst.write_at(0, bytes))
+            .map_err(mem_status)?
+        {
+            Some(r) => r.map_err(bad),
+            None => {
+                let mut buf = vec![0u8; dst.len().min(REGION_CHUNK)];
+                for off in (0..dst.len()).step_by(REGION_CHUNK) {
+                    let piece = &mut buf[..REGION_CHUNK.min(dst.len() - off)];
+                    self.arena
+                        .read(src + off as u64, piece)
+                        .map_err(mem_status)?;
+                    dst.write_at(off as u64, piece).map_err(bad)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cudarc::driver::sys;
 use virtio_cuda::protocol::{FuncInfo, List, ParamInfo, Status};
+use virtio_cuda::shm::SharedRegion;
 
 use super::ffi;
 use super::memory::SessionMemory;
@@ -258,6 +259,52 @@ impl BackendSession for CudaSession {
         self.check_ctx(ctx)?;
         let s = self.stream(stream)?;
         self.staging()?.read(s, src, out)
+    }
+
+    fn write_region(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        dst: u64,
+        src: SharedRegion<'_>,
+    ) -> BResult<()> {
+        if src.len() <= super::staging::DIRECT_MAX {
+            let mut buf = vec![0u8; src.len()];
+            src.read_at(0, &mut buf)
+                .map_err(|_| Status::ERROR_INVALID_VALUE)?;
+            return self.write(ctx, stream, dst, &buf);
+        }
+        self.check_ctx(ctx)?;
+        let s = self.stream(stream)?;
+        // Window → pinned chunk → DMA: one host copy, as from a client buffer.
+        self.staging()?
+            .write_with(s, dst, src.len(), &mut |off, buf| {
+                src.read_at(off as u64, buf)
+                    .map_err(|_| Status::ERROR_INVALID_VALUE)
+            })
+    }
+
+    fn read_region(
+        &mut self,
+        ctx: ObjId,
+        stream: ObjId,
+        src: u64,
+        dst: SharedRegion<'_>,
+    ) -> BResult<()> {
+        if dst.len() <= super::staging::DIRECT_MAX {
+            let mut buf = vec![0u8; dst.len()];
+            self.read(ctx, stream, src, &mut buf)?;
+            return dst
+                .write_at(0, &buf)
+                .map_err(|_| Status::ERROR_INVALID_VALUE);
+        }
+        self.check_ctx(ctx)?;
+        let s = self.stream(stream)?;
+        self.staging()?
+            .read_with(s, src, dst.len(), &mut |off, bytes| {
+                dst.write_at(off as u64, bytes)
+                    .map_err(|_| Status::ERROR_INVALID_VALUE)
+            })
     }
 
     fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()> {

@@ -69,17 +69,33 @@ impl Staging {
                 sys::cuMemcpyHtoDAsync_v2(dst, data.as_ptr().cast(), data.len(), stream)
             });
         }
+        self.write_with(stream, dst, data.len(), &mut |off, buf| {
+            buf.copy_from_slice(&data[off..off + buf.len()]);
+            Ok(())
+        })
+    }
+
+    /// Host→device of `len` bytes that `fill(offset, buf)` copies into each pinned chunk (from
+    /// a client's buffer or straight from its shared-memory window).
+    pub(super) fn write_with(
+        &mut self,
+        stream: sys::CUstream,
+        dst: u64,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> BResult<()>,
+    ) -> BResult<()> {
         self.ensure()?;
-        for (i, piece) in data.chunks(CHUNK).enumerate() {
+        for i in 0..len.div_ceil(CHUNK) {
+            let piece = CHUNK.min(len - i * CHUNK);
             let c = &mut self.chunks[i % DEPTH];
             Self::wait(c)?;
-            // SAFETY: `c.host` is a CHUNK-byte pinned buffer no DMA is using (waited above).
-            unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), c.host, piece.len()) };
+            // SAFETY: `c.host` is a CHUNK-byte pinned buffer that no DMA is using (waited
+            // above) and that nothing else references; `piece` ≤ CHUNK.
+            let buf = unsafe { std::slice::from_raw_parts_mut(c.host, piece) };
+            fill(i * CHUNK, buf)?;
             let at = dst + (i * CHUNK) as u64;
-            // SAFETY: pinned source of `piece.len()` bytes; the event marks its reuse point.
-            ffi::call(|| unsafe {
-                sys::cuMemcpyHtoDAsync_v2(at, c.host.cast(), piece.len(), stream)
-            })?;
+            // SAFETY: pinned source of `piece` bytes; the event marks its reuse point.
+            ffi::call(|| unsafe { sys::cuMemcpyHtoDAsync_v2(at, c.host.cast(), piece, stream) })?;
             // SAFETY: recording our own event on the session's stream.
             ffi::call(|| unsafe { sys::cuEventRecord(c.done, stream) })?;
             c.busy = true;
@@ -97,8 +113,23 @@ impl Staging {
             // SAFETY: waiting on the session's stream.
             return ffi::call(|| unsafe { sys::cuStreamSynchronize(stream) });
         }
+        self.read_with(stream, src, out.len(), &mut |off, bytes| {
+            out[off..off + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    /// Device→host of `total` bytes, handed chunk by chunk to `drain(offset, bytes)` (into a
+    /// client's buffer or straight into its shared-memory window).
+    pub(super) fn read_with(
+        &mut self,
+        stream: sys::CUstream,
+        src: u64,
+        total: usize,
+        drain: &mut dyn FnMut(usize, &[u8]) -> BResult<()>,
+    ) -> BResult<()> {
         self.ensure()?;
-        let n = out.len().div_ceil(CHUNK);
+        let n = total.div_ceil(CHUNK);
         let issue = |chunks: &mut Vec<Chunk>, i: usize, len: usize| -> BResult<()> {
             let c = &mut chunks[i % DEPTH];
             // SAFETY: pinned destination of at least `len` bytes, idle (copied out before reuse).
@@ -110,7 +141,6 @@ impl Staging {
             c.busy = true;
             Ok(())
         };
-        let total = out.len();
         let len_of = |i: usize| CHUNK.min(total - i * CHUNK);
         for i in 0..n.min(DEPTH) {
             issue(&mut self.chunks, i, len_of(i))?;
@@ -119,8 +149,11 @@ impl Staging {
             let len = len_of(i);
             let c = &mut self.chunks[i % DEPTH];
             Self::wait(c)?;
-            // SAFETY: the DMA into `c.host` completed (waited); `len` ≤ CHUNK.
-            unsafe { std::ptr::copy_nonoverlapping(c.host, out[i * CHUNK..].as_mut_ptr(), len) };
+            // SAFETY: the DMA into `c.host` completed (waited), nothing else references the
+            // buffer, and `len` ≤ CHUNK.
+            drain(i * CHUNK, unsafe {
+                std::slice::from_raw_parts(c.host, len)
+            })?;
             if i + DEPTH < n {
                 issue(&mut self.chunks, i + DEPTH, len_of(i + DEPTH))?;
             }

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use super::{Reply, Transport, TransportError};
+use super::{Bulk, Chunk, Reply, Transport, TransportError};
 
 /// When buffered frames are sent.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +151,17 @@ impl<T: Transport + 'static> Transport for BatchTransport<T> {
         let mut p = s.lock();
         s.flush(&mut p)?;
         s.inner.call_with_data(frame, seq, h2d, d2h)
+    }
+
+    fn copy_pipelined(
+        &self,
+        bulk: Bulk<'_>,
+        encode: &mut dyn FnMut(Chunk, &mut Vec<u8>) -> u32,
+    ) -> Result<Option<Reply>, TransportError> {
+        let s = &self.shared;
+        let mut p = s.lock();
+        s.flush(&mut p)?;
+        s.inner.copy_pipelined(bulk, encode)
     }
 
     fn attach_window(&self, seq: u32) -> Result<bool, TransportError> {

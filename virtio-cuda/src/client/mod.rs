@@ -98,11 +98,62 @@ pub trait Transport: Send + Sync {
         Ok(None)
     }
 
+    /// A bulk copy pipelined through the data window: the transport splits it into chunks,
+    /// stages each in a window slot (host→device) or copies it out of one (device→host), and
+    /// calls `encode` to append each chunk's request frame to the buffer it passes; `encode`
+    /// returns the frame's sequence number. Every chunk's request is fire-and-forget except the
+    /// last, whose reply is returned (it reports any error of the copy). `Ok(None)` when the
+    /// transport cannot pipeline (no window): nothing was sent.
+    fn copy_pipelined(
+        &self,
+        _bulk: Bulk<'_>,
+        _encode: &mut dyn FnMut(Chunk, &mut Vec<u8>) -> u32,
+    ) -> Result<Option<Reply>, TransportError> {
+        Ok(None)
+    }
+
     /// Sets up the transport's data window, if it has one to set up (`seq` numbers the
     /// request it may send). Returns whether a window is now available.
     fn attach_window(&self, _seq: u32) -> Result<bool, TransportError> {
         Ok(self.window_size() > 0)
     }
+}
+
+/// The host side of a bulk copy.
+#[derive(Debug)]
+pub enum Bulk<'a> {
+    /// Host→device: the bytes to send.
+    ToDevice(&'a [u8]),
+    /// Device→host: where the bytes go.
+    FromDevice(&'a mut [u8]),
+}
+
+impl Bulk<'_> {
+    /// Bytes to copy.
+    pub fn len(&self) -> usize {
+        match self {
+            Bulk::ToDevice(b) => b.len(),
+            Bulk::FromDevice(b) => b.len(),
+        }
+    }
+
+    /// True for an empty copy.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One piece of a pipelined copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Offset of the piece in the whole copy.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// Where it is staged in the data window (`Source::Shm` / `Sink::Shm` offset).
+    pub window_offset: u64,
+    /// The last piece: sent synchronously.
+    pub last: bool,
 }
 
 /// A connected session.
@@ -227,6 +278,34 @@ impl Client {
         })
     }
 
+    /// A bulk copy pipelined through the transport's data window (see
+    /// [`Transport::copy_pipelined`]): `request(chunk)` builds the request for each piece (its
+    /// `Source::Shm`/`Sink::Shm` at `chunk.window_offset`). `Ok(false)` when the transport has
+    /// no window; nothing was sent then.
+    pub fn copy_pipelined<C: Call>(
+        &self,
+        bulk: Bulk<'_>,
+        request: impl Fn(Chunk) -> C,
+    ) -> Result<bool, ClientError> {
+        let mut encode = |chunk: Chunk, out: &mut Vec<u8>| {
+            let seq = self.next_seq();
+            protocol::encode_call(seq, &request(chunk), out);
+            set_async_flag(out, !chunk.last);
+            seq
+        };
+        let Some(reply) = self.transport.copy_pipelined(bulk, &mut encode)? else {
+            return Ok(false);
+        };
+        if !reply.status.is_ok() {
+            return Err(ClientError::Status(reply.status));
+        }
+        protocol::decode_reply::<C>(&reply.body).map_err(|source| ClientError::Decode {
+            call: C::NAME,
+            source,
+        })?;
+        Ok(true)
+    }
+
     /// Sends a call without waiting. Synchronous opcodes are sent as calls (their reply is read
     /// and discarded), so callers cannot desynchronise the stream by mistake.
     pub fn send<C: Call>(&self, req: &C) -> Result<(), ClientError> {
@@ -242,8 +321,16 @@ impl Client {
 }
 
 fn clear_async_flag(frame: &mut [u8]) {
+    set_async_flag(frame, false);
+}
+
+/// Sets or clears `FLAG_ASYNC` in an encoded request frame.
+fn set_async_flag(frame: &mut [u8], async_: bool) {
     if let Some(flags) = frame.get_mut(6..8) {
-        let v = u16::from_le_bytes([flags[0], flags[1]]) & !protocol::FLAG_ASYNC;
+        let mut v = u16::from_le_bytes([flags[0], flags[1]]) & !protocol::FLAG_ASYNC;
+        if async_ {
+            v |= protocol::FLAG_ASYNC;
+        }
         flags.copy_from_slice(&v.to_le_bytes());
     }
 }

@@ -1,129 +1,49 @@
-//! The unix-socket transport: frames written and read on one stream socket.
+//! The unix transport: a stream socket to set up the session, then (by default) a
+//! shared-memory channel — request/response rings and a data window in one memfd — with
+//! adaptive polling (docs/PROTOCOL.md §5). Without the channel (`VCUDA_WINDOW=0`, or an
+//! executor that does not offer it) frames go over the socket.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use super::{Reply, Transport, TransportError};
-use crate::protocol::{Reader, ResponseHeader, ResponseKind, HEADER_LEN};
+use super::{Bulk, Chunk, Reply, Transport, TransportError};
+use crate::protocol::{self, Reader, ResponseHeader, ResponseKind, HEADER_LEN};
+use crate::shm::channel::{spin_from_env, DEFAULT_RING};
+use crate::shm::{fdpass, Endpoint, Layout, Mapping, ShmError, Side};
 
 /// Where device `printf` output goes.
 pub type OutputSink = Box<dyn Fn(&[u8]) + Send + Sync>;
 
-/// Frames over a connected unix stream socket. Calls from several threads are serialised; a
-/// synchronous call holds the socket until its reply arrives, which keeps replies in order.
+/// Default data-window size (`VCUDA_WINDOW` overrides; 0 disables the channel).
+pub const DEFAULT_WINDOW: usize = 16 << 20;
+
+/// Chunks of a pipelined copy: at least this large (per-chunk costs stay small)…
+const MIN_CHUNK: usize = 64 << 10;
+/// …and at most this large (a pipeline of several chunks even for the biggest copies).
+const MAX_CHUNK: usize = 2 << 20;
+/// Most data slots in flight at once.
+const MAX_SLOTS: usize = 8;
+
+/// Frames over a connected unix stream socket, or over the shared-memory channel once it is
+/// attached. Calls from several threads are serialised; a synchronous call holds the transport
+/// until its reply arrives, which keeps replies in order.
 pub struct UnixTransport {
     stream: Mutex<UnixStream>,
     output: OutputSink,
-    /// The shared-memory data window, once attached (`VCUDA_WINDOW=0` disables it).
-    window: std::sync::OnceLock<Window>,
+    channel: OnceLock<Endpoint>,
 }
 
-/// Default data-window size: big enough to stream copies in few calls, and small enough that
-/// the executor's per-call staging buffer stays below glibc's mmap threshold (32 MiB), so it is
-/// reused instead of page-faulted in anew on every call.
-pub const DEFAULT_WINDOW: usize = 16 << 20;
-
-/// The client's side of the data window: a memfd mapped shared.
-struct Window {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by the transport and only accessed with raw copies while the
-// transport's stream lock is held, so one call uses it at a time.
-unsafe impl Send for Window {}
-// SAFETY: as above.
-unsafe impl Sync for Window {}
-
-impl Drop for Window {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `create_window`.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-/// Creates and maps a memfd of `len` bytes; returns it with its fd.
-fn create_window(len: usize) -> std::io::Result<(Window, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: memfd_create with a NUL-terminated name; checked below.
-    let fd = unsafe { libc::memfd_create(c"vcuda-window".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own from here on.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid fd; sets the file size.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh shared mapping of our memfd; checked for MAP_FAILED.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((
-        Window {
-            ptr: ptr.cast(),
-            len,
-        },
-        fd,
-    ))
-}
-
-/// Writes `frame` with `fd` attached (SCM_RIGHTS).
-fn send_with_fd(stream: &UnixStream, frame: &[u8], fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut iov = libc::iovec {
-        iov_base: frame.as_ptr() as *mut libc::c_void,
-        iov_len: frame.len(),
-    };
-    let mut cmsg = [0u64; 4];
-    // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as _;
-    // SAFETY: the control buffer has room for one descriptor (CMSG_SPACE above, 32 bytes given).
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
-    }
-    let mut sent = 0usize;
-    while sent < frame.len() {
-        // SAFETY: sendmsg reads the iovec and control buffers described by `msg`.
-        let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        sent += n as usize;
-        // The descriptor went with the first bytes; send the rest plainly.
-        if sent < frame.len() {
-            let mut s = stream;
-            return s.write_all(&frame[sent..]);
+impl From<ShmError> for TransportError {
+    fn from(e: ShmError) -> Self {
+        match e {
+            ShmError::Closed => TransportError::Closed,
+            ShmError::Io(e) => TransportError::Io(e),
+            other => TransportError::Io(std::io::Error::other(other.to_string())),
         }
     }
-    Ok(())
 }
 
 impl UnixTransport {
@@ -137,7 +57,7 @@ impl UnixTransport {
     pub fn from_stream(stream: UnixStream) -> Self {
         Self {
             stream: Mutex::new(stream),
-            window: std::sync::OnceLock::new(),
+            channel: OnceLock::new(),
             output: Box::new(|bytes| {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(bytes);
@@ -152,93 +72,49 @@ impl UnixTransport {
         self
     }
 
+    /// True once the shared-memory channel carries the frames.
+    pub fn has_channel(&self) -> bool {
+        self.channel.get().is_some()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, UnixStream> {
-        // A panic while holding the lock leaves the stream usable: frames are written whole.
+        // A panic while holding the lock leaves the transport usable: frames are written whole.
         self.stream.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-impl Transport for UnixTransport {
-    fn send(&self, frame: &[u8]) -> Result<(), TransportError> {
-        self.lock().write_all(frame)?;
+    /// Writes a frame and, for the channel, wakes the executor if it sleeps.
+    fn write_frame(&self, s: &mut UnixStream, frame: &[u8]) -> Result<(), TransportError> {
+        match self.channel.get() {
+            Some(ep) => {
+                ep.write(frame)?;
+                ep.notify_peer()?;
+            }
+            None => s.write_all(frame)?,
+        }
         Ok(())
     }
 
-    fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError> {
-        let mut s = self.lock();
-        s.write_all(frame)?;
-        self.read_reply(&mut s, seq)
+    fn read_exact(&self, s: &mut UnixStream, buf: &mut [u8]) -> Result<(), TransportError> {
+        match self.channel.get() {
+            Some(ep) => Ok(ep.read_exact(buf)?),
+            None => match s.read_exact(buf) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Err(TransportError::Closed)
+                }
+                Err(e) => Err(e.into()),
+            },
+        }
     }
 
-    fn window_size(&self) -> usize {
-        self.window.get().map_or(0, |w| w.len)
-    }
-
-    fn call_with_data(
-        &self,
-        frame: &[u8],
-        seq: u32,
-        h2d: &[u8],
-        d2h: &mut [u8],
-    ) -> Result<Option<Reply>, TransportError> {
-        let Some(w) = self.window.get() else {
-            return Ok(None);
-        };
-        if h2d.len() > w.len || d2h.len() > w.len {
-            return Ok(None);
-        }
-        // The stream lock also guards the window: one call uses it at a time.
-        let mut s = self.lock();
-        // SAFETY: `h2d` fits the mapping (checked) and the mapping is not Rust-owned memory.
-        unsafe { std::ptr::copy_nonoverlapping(h2d.as_ptr(), w.ptr, h2d.len()) };
-        s.write_all(frame)?;
-        let reply = self.read_reply(&mut s, seq)?;
-        // SAFETY: `d2h` fits the mapping (checked); the executor finished writing it before
-        // it replied.
-        unsafe { std::ptr::copy_nonoverlapping(w.ptr, d2h.as_mut_ptr(), d2h.len()) };
-        Ok(Some(reply))
-    }
-
-    fn attach_window(&self, seq: u32) -> Result<bool, TransportError> {
-        if self.window.get().is_some() {
-            return Ok(true);
-        }
-        let len = match std::env::var("VCUDA_WINDOW") {
-            Ok(v) => v.trim().parse::<usize>().unwrap_or(DEFAULT_WINDOW),
-            Err(_) => DEFAULT_WINDOW,
-        };
-        if len == 0 {
-            return Ok(false);
-        }
-        let (window, fd) = create_window(len)?;
-        let mut frame = Vec::new();
-        crate::protocol::encode_call(
-            seq,
-            &crate::protocol::AttachWindow { size: len as u64 },
-            &mut frame,
-        );
-        let mut s = self.lock();
-        use std::os::fd::AsRawFd;
-        send_with_fd(&s, &frame, fd.as_raw_fd())?;
-        let reply = self.read_reply(&mut s, seq)?;
-        drop(s);
-        if !reply.status.is_ok() {
-            return Ok(false);
-        }
-        let _ = self.window.set(window);
-        Ok(true)
-    }
-}
-
-impl UnixTransport {
     /// Reads response frames until the reply to `seq`, passing device output on.
     fn read_reply(&self, s: &mut UnixStream, seq: u32) -> Result<Reply, TransportError> {
         loop {
             let mut hdr = [0u8; HEADER_LEN];
-            read_exact_or_closed(s, &mut hdr)?;
+            self.read_exact(s, &mut hdr)?;
             let h = ResponseHeader::get(&mut Reader::new(&hdr))?;
             let mut body = vec![0u8; h.body_len as usize];
-            read_exact_or_closed(s, &mut body)?;
+            self.read_exact(s, &mut body)?;
             match h.kind {
                 ResponseKind::Stdout => (self.output)(&body),
                 ResponseKind::Reply if h.seq == seq => {
@@ -258,10 +134,193 @@ impl UnixTransport {
     }
 }
 
-fn read_exact_or_closed(s: &mut UnixStream, buf: &mut [u8]) -> Result<(), TransportError> {
-    match s.read_exact(buf) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(TransportError::Closed),
-        Err(e) => Err(e.into()),
+/// The chunk size of a pipelined copy of `total` bytes through a window of `window` bytes:
+/// about a quarter of the copy, so that the client fills one slot while the executor drains
+/// another, within [`MIN_CHUNK`]..[`MAX_CHUNK`].
+fn chunk_size(total: usize, window: usize) -> usize {
+    let c = total.div_ceil(4).clamp(MIN_CHUNK, MAX_CHUNK);
+    let c = c.div_ceil(4096) * 4096;
+    c.min(window).max(1)
+}
+
+impl Transport for UnixTransport {
+    fn send(&self, frame: &[u8]) -> Result<(), TransportError> {
+        let mut s = self.lock();
+        self.write_frame(&mut s, frame)
+    }
+
+    fn call(&self, frame: &[u8], seq: u32) -> Result<Reply, TransportError> {
+        let mut s = self.lock();
+        self.write_frame(&mut s, frame)?;
+        self.read_reply(&mut s, seq)
+    }
+
+    fn window_size(&self) -> usize {
+        self.channel.get().map_or(0, |ep| ep.data().len())
+    }
+
+    fn call_with_data(
+        &self,
+        frame: &[u8],
+        seq: u32,
+        h2d: &[u8],
+        d2h: &mut [u8],
+    ) -> Result<Option<Reply>, TransportError> {
+        let Some(ep) = self.channel.get() else {
+            return Ok(None);
+        };
+        let data = ep.data();
+        if h2d.len() > data.len() || d2h.len() > data.len() {
+            return Ok(None);
+        }
+        // The transport lock also guards the window: one call uses it at a time.
+        let mut s = self.lock();
+        data.write_at(0, h2d)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.write_frame(&mut s, frame)?;
+        let reply = self.read_reply(&mut s, seq)?;
+        // The executor finished writing the window before it replied.
+        data.read_at(0, d2h)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Some(reply))
+    }
+
+    fn copy_pipelined(
+        &self,
+        bulk: Bulk<'_>,
+        encode: &mut dyn FnMut(Chunk, &mut Vec<u8>) -> u32,
+    ) -> Result<Option<Reply>, TransportError> {
+        let Some(ep) = self.channel.get() else {
+            return Ok(None);
+        };
+        let data = ep.data();
+        let total = bulk.len();
+        if data.is_empty() || total == 0 {
+            return Ok(None);
+        }
+        let chunk = chunk_size(total, data.len());
+        let slots = (data.len() / chunk).clamp(1, MAX_SLOTS);
+        let count = total.div_ceil(chunk);
+        let io = |e: crate::shm::OutOfRegion| std::io::Error::other(e.to_string());
+        let mut s = self.lock();
+        let mut frame = Vec::with_capacity(128);
+        // Request-ring position after the request that last used each slot: once the executor
+        // has executed up to there, the slot may be reused.
+        let mut slot_free_at = vec![0u64; slots];
+        let mut issue = |i: usize, s: &mut UnixStream, slot_free_at: &mut [u64]| {
+            let off = i * chunk;
+            let n = chunk.min(total - off);
+            let slot = i % slots;
+            frame.clear();
+            let seq = encode(
+                Chunk {
+                    offset: off as u64,
+                    len: n as u64,
+                    window_offset: (slot * chunk) as u64,
+                    last: i + 1 == count,
+                },
+                &mut frame,
+            );
+            self.write_frame(s, &frame)?;
+            slot_free_at[slot] = ep.written();
+            Ok::<u32, TransportError>(seq)
+        };
+        match bulk {
+            Bulk::ToDevice(src) => {
+                let mut last_seq = 0;
+                for i in 0..count {
+                    let slot = i % slots;
+                    ep.wait_done(slot_free_at[slot])?;
+                    let off = i * chunk;
+                    let n = chunk.min(total - off);
+                    data.write_at((slot * chunk) as u64, &src[off..off + n])
+                        .map_err(io)?;
+                    last_seq = issue(i, &mut s, &mut slot_free_at)?;
+                }
+                self.read_reply(&mut s, last_seq).map(Some)
+            }
+            Bulk::FromDevice(dst) => {
+                let mut issued = 0;
+                let mut last_seq = 0;
+                for i in 0..count {
+                    // Keep every slot busy: requests run ahead of the copies out.
+                    while issued < count && issued < i + slots {
+                        last_seq = issue(issued, &mut s, &mut slot_free_at)?;
+                        issued += 1;
+                    }
+                    let slot = i % slots;
+                    let reply = if i + 1 == count {
+                        // The last chunk is synchronous: its reply carries any error of the
+                        // whole copy.
+                        Some(self.read_reply(&mut s, last_seq)?)
+                    } else {
+                        ep.wait_done(slot_free_at[slot])?;
+                        None
+                    };
+                    let off = i * chunk;
+                    let n = chunk.min(total - off);
+                    data.read_at((slot * chunk) as u64, &mut dst[off..off + n])
+                        .map_err(io)?;
+                    if let Some(r) = reply {
+                        return Ok(Some(r));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn attach_window(&self, seq: u32) -> Result<bool, TransportError> {
+        if self.channel.get().is_some() {
+            return Ok(true);
+        }
+        let data = match std::env::var("VCUDA_WINDOW") {
+            Ok(v) => v.trim().parse::<usize>().unwrap_or(DEFAULT_WINDOW),
+            Err(_) => DEFAULT_WINDOW,
+        };
+        if data == 0 {
+            return Ok(false);
+        }
+        let ring = std::env::var("VCUDA_RING")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_RING);
+        let layout = Layout::new(ring, data as u64)?;
+        let (map, fd) = Mapping::create(c"vcuda-channel", layout.total())?;
+        let mut frame = Vec::new();
+        protocol::encode_call(
+            seq,
+            &protocol::AttachChannel {
+                ring_bytes: ring,
+                data_bytes: data as u64,
+            },
+            &mut frame,
+        );
+        let mut s = self.lock();
+        fdpass::send_with_fd(&s, &frame, fd.as_raw_fd())?;
+        // The reply still comes over the socket; everything after it uses the channel.
+        let reply = self.read_reply(&mut s, seq)?;
+        if !reply.status.is_ok() {
+            return Ok(false);
+        }
+        let bell = s.try_clone()?;
+        let ep = Endpoint::new(map, layout, Side::Client, bell, spin_from_env())?;
+        let _ = self.channel.set(ep);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_pipeline_every_size() {
+        let w = DEFAULT_WINDOW;
+        assert_eq!(chunk_size(1 << 20, w), 256 << 10);
+        assert_eq!(chunk_size(100, w), MIN_CHUNK);
+        assert_eq!(chunk_size(1 << 30, w), MAX_CHUNK);
+        assert_eq!(chunk_size(1 << 20, 100_000), 100_000);
+        assert!(chunk_size(3 << 20, w) % 4096 == 0);
     }
 }

@@ -8,6 +8,7 @@
 use super::codec::List;
 use super::wire::{Reader, Writer};
 use super::{DecodeError, Status, Wire};
+use crate::shm::SharedRegion;
 
 /// The largest payload a client may send inline in a request or ask for inline in a reply.
 pub const MAX_INLINE: usize = 64 << 20;
@@ -155,4 +156,16 @@ pub trait DataAccess {
     fn read_source(&self, src: &Source, out: &mut Vec<u8>) -> Result<(), Status>;
     /// Writes `data` to where `sink` says.
     fn write_sink(&self, sink: &Sink, data: &[u8]) -> Result<(), Status>;
+
+    /// The shared memory `src` names, for a backend to copy from directly (no intermediate
+    /// buffer). `Ok(None)` when `src` is not one contiguous shared range of this transport.
+    fn source_region(&self, _src: &Source) -> Result<Option<SharedRegion<'_>>, Status> {
+        Ok(None)
+    }
+
+    /// The first `len` bytes of the shared memory `sink` names, for a backend to copy into
+    /// directly. `Ok(None)` as for [`DataAccess::source_region`].
+    fn sink_region(&self, _sink: &Sink, _len: u64) -> Result<Option<SharedRegion<'_>>, Status> {
+        Ok(None)
+    }
 }

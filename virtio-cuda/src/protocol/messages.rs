@@ -246,8 +246,10 @@ messages! {
     /// Orderly end of the session; the executor frees everything the session owns.
     Goodbye = 0x0002, sync {} -> Empty;
     /// Unix transport only: the memfd sent with this frame (SCM_RIGHTS) becomes the session's
-    /// shared-memory data window of `size` bytes (`Source::Shm` / `Sink::Shm` ranges).
-    AttachWindow = 0x0003, sync { size: u64 } -> Empty;
+    /// shared-memory channel: request and response rings of `ring_bytes` each and a data window
+    /// of `data_bytes` (`Source::Shm` / `Sink::Shm` ranges); see docs/PROTOCOL.md §5. Opcode
+    /// 0x0003 (the earlier window-only `AttachWindow`) is retired.
+    AttachChannel = 0x0004, sync { ring_bytes: u64, data_bytes: u64 } -> Empty;
 
     // ---- init and devices ------------------------------------------------------------------
     /// `cuInit`.
