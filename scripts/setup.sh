@@ -92,7 +92,24 @@ install_vulkan() {
   "$here/setup-gpu.sh" || log "Vulkan (lavapipe): unavailable; the virtio-gpu window tests will skip"
 }
 
+# Optional: QEMU (8.1+, from bookworm-backports where Debian's is older), Debian's kernel and
+# busybox for the stock-driver virtio-gpu test (tests/tests/qemu_gpu.rs); it skips without them.
+install_qemu_gpu() {
+  if [[ -n "${VCUDA_SKIP_QEMU:-}" ]]; then
+    log "QEMU virtio-gpu harness: skipped (VCUDA_SKIP_QEMU is set)"
+    return
+  fi
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  if "$here/qemu-gpu.sh" setup; then
+    log "QEMU virtio-gpu harness: ok (qemu_gpu test will run)"
+  else
+    log "QEMU virtio-gpu harness: unavailable, the qemu_gpu test will skip (see the error above)"
+  fi
+}
+
 install_cuda_toolchain
 install_uml
 install_vulkan
+install_qemu_gpu
 print_env

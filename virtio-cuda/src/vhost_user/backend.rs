@@ -1,10 +1,12 @@
-//! The vhost-user backend state machine and its queue worker.
+//! The vhost-user backend state machine and its queue workers, generic over the device
+//! ([`VhostUserDevice`]: virtio-cuda's [`CudaDevice`] here, the virtio-gpu model in the `vmm`
+//! crate).
 //!
 //! Each frontend (one VM) is served on its own thread with its own device instance. The
 //! connection thread handles messages (features, memory table, vring setup, config space); once
-//! the request queue is fully configured, started (kick descriptor received) and enabled, a
-//! worker thread owns the [`Queue`] and drives the device: kick →
-//! [`CudaDevice::process_queue`] → call. While requests keep arriving the worker polls the ring
+//! a queue is fully configured, started (kick descriptor received) and enabled, a worker thread
+//! of its own owns the [`Queue`] and drives the device: kick →
+//! [`VhostUserDevice::process_queue`] → call. While requests keep arriving the worker polls the ring
 //! with notifications suppressed for a poll window ([`POLL_WINDOW`] by default) before it
 //! re-enables them and sleeps, so a busy guest does not kick per request. Any vring or memory
 //! change stops the worker first (it hands the queue back, keeping the ring position) and
@@ -29,7 +31,7 @@ use super::message::{
 };
 use super::socket::{Channel, Message};
 use super::VhostUserError;
-use crate::device::{config_space, CudaDevice, FEATURES, NUM_QUEUES, QUEUE_SIZE_MAX};
+use crate::device::{self as cuda, CudaDevice};
 use crate::service::FrameService;
 
 /// How long the worker keeps polling an idle ring before it re-enables notifications and sleeps,
@@ -39,27 +41,136 @@ pub const POLL_WINDOW: Duration = Duration::from_micros(50);
 /// `VIRTIO_RING_F_EVENT_IDX`.
 const F_EVENT_IDX: u64 = 1 << 29;
 
+/// Feature bits a frontend may set without our offering them, because it implements them
+/// itself: `VIRTIO_F_RING_RESET` (QEMU's vhost-user-gpu passes the guest's features through
+/// unfiltered; a queue reset reaches us as a ring stop and restart).
+const FRONTEND_FEATURES: u64 = 1 << 40;
+
 /// Protocol features we offer: reply-acks, the backend-request channel (UML allocates vring
 /// interrupts only with it), config space access, and GET_QUEUE_NUM.
 const PROTOCOL_FEATURES: u64 = pf::MQ | pf::REPLY_ACK | pf::BACKEND_REQ | pf::CONFIG;
 
-type Device<S> = Arc<Mutex<CudaDevice<S>>>;
+/// A virtio device that the vhost-user backend can serve. One instance per frontend
+/// connection; the backend calls it from the connection thread (config space, reset,
+/// device-specific requests) and from one worker thread per started queue, always under a lock.
+pub trait VhostUserDevice: Send + 'static {
+    /// A short name for logs and thread names ("cuda", "gpu").
+    fn name(&self) -> &'static str;
+    /// Virtio feature bits offered (the backend adds `VHOST_USER_F_PROTOCOL_FEATURES`).
+    fn features(&self) -> u64;
+    /// Number of virtqueues.
+    fn num_queues(&self) -> usize;
+    /// Largest queue size accepted.
+    fn max_queue_size(&self) -> u16;
+    /// Reads the device configuration space at `offset`; bytes past its end read as 0.
+    fn read_config(&self, offset: u32, data: &mut [u8]);
+    /// Writes the device configuration space (SET_CONFIG). Refused unless the device has
+    /// writable fields.
+    fn write_config(&mut self, offset: u32, data: &[u8]) -> Result<(), VhostUserError> {
+        let _ = (offset, data);
+        Err(VhostUserError::Unsupported(Request::SetConfig as u32))
+    }
+    /// Consumes the available chains of queue `index`; returns whether the driver must be
+    /// interrupted. An error means the queue itself is unusable (bad chains are the device's to
+    /// complete).
+    fn process_queue(
+        &mut self,
+        index: usize,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, String>;
+    /// The rings were stopped (GET_VRING_BASE) or the frontend disconnected: forget the
+    /// guest's state.
+    fn reset(&mut self);
+    /// A request the generic backend does not know (such as `VHOST_USER_GPU_SET_SOCKET`),
+    /// with its payload and descriptors. Answered with a reply-ack when the frontend asked.
+    fn device_request(
+        &mut self,
+        code: u32,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), VhostUserError> {
+        let _ = (payload, fds);
+        Err(VhostUserError::Unsupported(code))
+    }
+}
 
-fn lock<S: FrameService>(d: &Mutex<CudaDevice<S>>) -> MutexGuard<'_, CudaDevice<S>> {
+impl<S: FrameService + 'static> VhostUserDevice for CudaDevice<S> {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn features(&self) -> u64 {
+        cuda::FEATURES
+    }
+
+    fn num_queues(&self) -> usize {
+        cuda::NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        cuda::QUEUE_SIZE_MAX
+    }
+
+    fn read_config(&self, offset: u32, data: &mut [u8]) {
+        copy_config(&cuda::config_space(), offset, data);
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: usize,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, String> {
+        CudaDevice::process_queue(self, mem, queue).map_err(|e| e.to_string())
+    }
+
+    fn reset(&mut self) {
+        CudaDevice::reset(self);
+    }
+}
+
+/// Copies `space[offset..]` into `data`, zero past its end.
+pub fn copy_config(space: &[u8], offset: u32, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (offset as usize)
+            .checked_add(i)
+            .and_then(|at| space.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+type Device<D> = Arc<Mutex<D>>;
+
+fn lock<D>(d: &Mutex<D>) -> MutexGuard<'_, D> {
     d.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The virtio-cuda device served over vhost-user. Each frontend connection (one VM) gets its
-/// own device instance over a clone of the service, so guests never share sessions.
-pub struct VhostUserBackend<S: FrameService + Clone + 'static> {
-    service: S,
+/// Makes the device of each new frontend connection.
+type Factory<D> = dyn Fn() -> Result<D, String> + Send + Sync;
+
+/// A device served over vhost-user. Each frontend connection (one VM) gets its own device
+/// instance from the factory (for virtio-cuda: over a clone of the service, so guests never
+/// share sessions).
+pub struct VhostUserBackend<D: VhostUserDevice> {
+    factory: Arc<Factory<D>>,
     poll_window: Duration,
 }
 
-impl<S: FrameService + Clone + 'static> VhostUserBackend<S> {
+impl<S: FrameService + Clone + 'static> VhostUserBackend<CudaDevice<S>> {
+    /// The virtio-cuda device over `service`.
     pub fn new(service: S) -> Self {
+        Self::with_factory(move || Ok(CudaDevice::new(service.clone())))
+    }
+}
+
+impl<D: VhostUserDevice> VhostUserBackend<D> {
+    /// Any device: `factory` makes one per frontend connection (an error refuses the
+    /// connection).
+    pub fn with_factory(factory: impl Fn() -> Result<D, String> + Send + Sync + 'static) -> Self {
         Self {
-            service,
+            factory: Arc::new(factory),
             poll_window: POLL_WINDOW,
         }
     }
@@ -78,11 +189,11 @@ impl<S: FrameService + Clone + 'static> VhostUserBackend<S> {
         loop {
             let (stream, _) = listener.accept().map_err(VhostUserError::Io)?;
             let backend = Self {
-                service: self.service.clone(),
+                factory: Arc::clone(&self.factory),
                 poll_window: self.poll_window,
             };
             let spawned = std::thread::Builder::new()
-                .name("vcuda-vhost-user".into())
+                .name("vhost-user".into())
                 .spawn(move || {
                     info!("vhost-user frontend connected");
                     match backend.serve_connection(stream) {
@@ -97,9 +208,10 @@ impl<S: FrameService + Clone + 'static> VhostUserBackend<S> {
     }
 
     /// Serves one frontend on this thread until it disconnects, with a fresh device; its guest
-    /// sessions are closed afterwards.
+    /// state (sessions, resources) is dropped afterwards.
     pub fn serve_connection(&self, stream: UnixStream) -> Result<(), VhostUserError> {
-        let device = Arc::new(Mutex::new(CudaDevice::new(self.service.clone())));
+        let device = (self.factory)().map_err(VhostUserError::Device)?;
+        let device = Arc::new(Mutex::new(device));
         let mut conn = Connection::new(Arc::clone(&device), Channel::new(stream), self.poll_window);
         let result = conn.run();
         conn.shutdown();
@@ -108,7 +220,7 @@ impl<S: FrameService + Clone + 'static> VhostUserBackend<S> {
     }
 }
 
-/// The request queue's configuration as the frontend set it.
+/// A queue's configuration as the frontend set it.
 #[derive(Default)]
 struct Vring {
     size: u16,
@@ -129,15 +241,20 @@ struct Worker {
     thread: JoinHandle<Queue>,
 }
 
-struct Connection<S: FrameService + 'static> {
-    device: Device<S>,
+struct Connection<D: VhostUserDevice> {
+    device: Device<D>,
     channel: Channel,
     poll_window: Duration,
+    /// The device's constants, read once.
+    offered: u64,
+    num_queues: usize,
+    max_queue_size: u16,
+    name: &'static str,
     features: u64,
     protocol: u64,
     regions: Vec<MemRegion>,
     mem: Option<GuestMemoryMmap>,
-    vring: Vring,
+    vrings: Vec<Vring>,
     backend_req: Option<OwnedFd>,
 }
 
@@ -154,19 +271,33 @@ fn has_own_reply(r: Request) -> bool {
     )
 }
 
-impl<S: FrameService + 'static> Connection<S> {
-    fn new(device: Device<S>, channel: Channel, poll_window: Duration) -> Self {
+impl<D: VhostUserDevice> Connection<D> {
+    fn new(device: Device<D>, channel: Channel, poll_window: Duration) -> Self {
+        let (offered, num_queues, max_queue_size, name) = {
+            let d = lock(&device);
+            (d.features(), d.num_queues(), d.max_queue_size(), d.name())
+        };
         Self {
             device,
             channel,
             poll_window,
+            offered,
+            num_queues,
+            max_queue_size,
+            name,
             features: 0,
             protocol: 0,
             regions: Vec::new(),
             mem: None,
-            vring: Vring::default(),
+            vrings: (0..num_queues).map(|_| Vring::default()).collect(),
             backend_req: None,
         }
+    }
+
+    fn vring(&mut self, index: u32) -> Result<&mut Vring, VhostUserError> {
+        self.vrings
+            .get_mut(index as usize)
+            .ok_or(VhostUserError::BadQueue(index))
     }
 
     fn run(&mut self) -> Result<(), VhostUserError> {
@@ -176,7 +307,9 @@ impl<S: FrameService + 'static> Connection<S> {
             debug!(request = ?req, code = header.request, size = header.size, "vhost-user message");
             let result = match req {
                 Some(r) => self.handle(r, msg),
-                None => Err(VhostUserError::Unsupported(header.request)),
+                None => lock(&self.device)
+                    .device_request(header.request, &msg.payload, msg.fds)
+                    .map(|()| None),
             };
             match (req, result) {
                 (Some(r), Ok(Some(reply))) if has_own_reply(r) => {
@@ -218,16 +351,18 @@ impl<S: FrameService + 'static> Connection<S> {
         };
         match req {
             Request::GetFeatures => Ok(Some(
-                (FEATURES | m::F_PROTOCOL_FEATURES).to_le_bytes().to_vec(),
+                (self.offered | m::F_PROTOCOL_FEATURES)
+                    .to_le_bytes()
+                    .to_vec(),
             )),
             Request::SetFeatures => {
                 no_fds(&msg)?;
                 let v = m::u64_payload(p)?;
-                if v & !(FEATURES | m::F_PROTOCOL_FEATURES) != 0 {
+                if v & !(self.offered | m::F_PROTOCOL_FEATURES | FRONTEND_FEATURES) != 0 {
                     return Err(VhostUserError::BadValue("features", v));
                 }
-                self.features = v;
-                self.restart_worker()?;
+                self.features = v & !FRONTEND_FEATURES;
+                self.restart_workers()?;
                 Ok(None)
             }
             Request::GetProtocolFeatures => Ok(Some(PROTOCOL_FEATURES.to_le_bytes().to_vec())),
@@ -252,54 +387,58 @@ impl<S: FrameService + 'static> Connection<S> {
             Request::SetVringNum => {
                 no_fds(&msg)?;
                 let s = VringState::decode(p)?;
-                check_index(s.index)?;
-                if s.num == 0 || s.num > u32::from(QUEUE_SIZE_MAX) || !s.num.is_power_of_two() {
+                self.vring(s.index)?;
+                if s.num == 0 || s.num > u32::from(self.max_queue_size) || !s.num.is_power_of_two()
+                {
                     return Err(VhostUserError::BadValue("queue size", u64::from(s.num)));
                 }
-                self.stop_worker();
-                self.vring.size = s.num as u16;
-                self.try_start()?;
+                self.stop_worker(s.index);
+                self.vring(s.index)?.size = s.num as u16;
+                self.try_start(s.index)?;
                 Ok(None)
             }
             Request::SetVringAddr => {
                 no_fds(&msg)?;
                 let a = VringAddr::decode(p)?;
-                check_index(a.index)?;
-                self.stop_worker();
-                self.vring.addr = Some(a);
-                self.vring.next_used = None;
-                self.try_start()?;
+                self.vring(a.index)?;
+                self.stop_worker(a.index);
+                let v = self.vring(a.index)?;
+                v.addr = Some(a);
+                v.next_used = None;
+                self.try_start(a.index)?;
                 Ok(None)
             }
             Request::SetVringBase => {
                 no_fds(&msg)?;
                 let s = VringState::decode(p)?;
-                check_index(s.index)?;
+                self.vring(s.index)?;
                 let base = u16::try_from(s.num)
                     .map_err(|_| VhostUserError::BadValue("vring base", u64::from(s.num)))?;
-                self.stop_worker();
-                self.vring.next_avail = base;
-                self.vring.next_used = None;
-                self.try_start()?;
+                self.stop_worker(s.index);
+                let v = self.vring(s.index)?;
+                v.next_avail = base;
+                v.next_used = None;
+                self.try_start(s.index)?;
                 Ok(None)
             }
             Request::GetVringBase => {
                 let s = VringState::decode(p)?;
-                check_index(s.index)?;
-                self.stop_worker();
-                self.vring.started = false;
-                // Stopping the ring ends the device's life as the guest knew it.
-                lock(&self.device).reset();
+                self.vring(s.index)?;
+                self.stop_worker(s.index);
+                let v = self.vring(s.index)?;
+                v.started = false;
+                v.next_used = None;
                 let reply = VringState {
                     index: s.index,
-                    num: u32::from(self.vring.next_avail),
+                    num: u32::from(v.next_avail),
                 };
-                self.vring.next_used = None;
+                // Stopping a ring ends the device's life as the guest knew it.
+                lock(&self.device).reset();
                 Ok(Some(reply.encode().to_vec()))
             }
             Request::SetVringKick | Request::SetVringCall | Request::SetVringErr => {
                 let v = VringFd::decode(p)?;
-                check_index(v.index)?;
+                self.vring(v.index)?;
                 let mut fds = msg.fds;
                 let expected = usize::from(!v.no_fd);
                 if fds.len() != expected {
@@ -309,30 +448,31 @@ impl<S: FrameService + 'static> Connection<S> {
                     });
                 }
                 let fd = fds.pop();
-                self.stop_worker();
+                self.stop_worker(v.index);
+                let ring = self.vring(v.index)?;
                 match req {
                     Request::SetVringKick => {
-                        self.vring.kick = fd.map(|f| Arc::new(File::from(f)));
-                        self.vring.started = true;
+                        ring.kick = fd.map(|f| Arc::new(File::from(f)));
+                        ring.started = true;
                     }
                     Request::SetVringCall => {
-                        self.vring.call = fd.map(|f| Arc::new(File::from(f)));
+                        ring.call = fd.map(|f| Arc::new(File::from(f)));
                     }
-                    _ => self.vring.err = fd,
+                    _ => ring.err = fd,
                 }
-                self.try_start()?;
+                self.try_start(v.index)?;
                 Ok(None)
             }
             Request::SetVringEnable => {
                 no_fds(&msg)?;
                 let s = VringState::decode(p)?;
-                check_index(s.index)?;
-                self.stop_worker();
-                self.vring.enabled = s.num != 0;
-                self.try_start()?;
+                self.vring(s.index)?;
+                self.stop_worker(s.index);
+                self.vring(s.index)?.enabled = s.num != 0;
+                self.try_start(s.index)?;
                 Ok(None)
             }
-            Request::GetQueueNum => Ok(Some((NUM_QUEUES as u64).to_le_bytes().to_vec())),
+            Request::GetQueueNum => Ok(Some((self.num_queues as u64).to_le_bytes().to_vec())),
             Request::SetBackendReqFd => {
                 let mut fds = msg.fds;
                 if fds.len() != 1 {
@@ -347,21 +487,15 @@ impl<S: FrameService + 'static> Connection<S> {
             }
             Request::GetConfig => {
                 let c = ConfigMsg::decode(p)?;
-                let space = config_space();
                 let mut payload = vec![0u8; c.size as usize];
-                for (i, b) in payload.iter_mut().enumerate() {
-                    if let Some(v) = (c.offset as usize)
-                        .checked_add(i)
-                        .and_then(|at| space.get(at))
-                    {
-                        *b = *v;
-                    }
-                }
+                lock(&self.device).read_config(c.offset, &mut payload);
                 Ok(Some(ConfigMsg { payload, ..c }.encode()))
             }
             Request::SetConfig => {
-                ConfigMsg::decode(p)?;
-                Err(VhostUserError::Unsupported(header_code(req)))
+                no_fds(&msg)?;
+                let c = ConfigMsg::decode(p)?;
+                lock(&self.device).write_config(c.offset, &c.payload)?;
+                Ok(None)
             }
             _ => Err(VhostUserError::Unsupported(header_code(req))),
         }
@@ -397,7 +531,7 @@ impl<S: FrameService + 'static> Connection<S> {
         let mem = GuestMemoryMmap::from_regions(mapped)
             .map_err(|e| VhostUserError::Mmap(e.to_string()))?;
         regions.sort_by_key(|r| r.guest_phys_addr);
-        self.stop_worker();
+        self.stop_workers();
         info!(
             regions = regions.len(),
             bytes = regions.iter().map(|r| r.memory_size).sum::<u64>(),
@@ -405,7 +539,7 @@ impl<S: FrameService + 'static> Connection<S> {
         );
         self.regions = regions;
         self.mem = Some(mem);
-        self.try_start()
+        self.try_start_all()
     }
 
     fn translate(&self, uva: u64) -> Result<GuestAddress, VhostUserError> {
@@ -416,21 +550,33 @@ impl<S: FrameService + 'static> Connection<S> {
             .ok_or(VhostUserError::BadRingAddress(uva))
     }
 
-    fn restart_worker(&mut self) -> Result<(), VhostUserError> {
-        if self.vring.worker.is_some() {
-            self.stop_worker();
-            self.try_start()?;
+    fn restart_workers(&mut self) -> Result<(), VhostUserError> {
+        for i in 0..self.vrings.len() {
+            if self.vrings[i].worker.is_some() {
+                self.stop_worker(i as u32);
+                self.try_start(i as u32)?;
+            }
         }
         Ok(())
     }
 
-    /// Starts the worker if the ring is fully configured, started and enabled. A ring that the
-    /// frontend configured wrongly (addresses outside its memory) is an error for the request
-    /// that completed the configuration; the worker then stays stopped.
-    fn try_start(&mut self) -> Result<(), VhostUserError> {
-        let v = &self.vring;
+    fn try_start_all(&mut self) -> Result<(), VhostUserError> {
+        for i in 0..self.vrings.len() {
+            self.try_start(i as u32)?;
+        }
+        Ok(())
+    }
+
+    /// Starts queue `index`'s worker if the ring is fully configured, started and enabled. A
+    /// ring that the frontend configured wrongly (addresses outside its memory) is an error for
+    /// the request that completed the configuration; the worker then stays stopped.
+    fn try_start(&mut self, index: u32) -> Result<(), VhostUserError> {
         // Without the protocol-feature extension a ring is enabled as soon as it starts.
-        let enabled = v.enabled || self.features & m::F_PROTOCOL_FEATURES == 0;
+        let implicit_enable = self.features & m::F_PROTOCOL_FEATURES == 0;
+        let Some(v) = self.vrings.get(index as usize) else {
+            return Err(VhostUserError::BadQueue(index));
+        };
+        let enabled = v.enabled || implicit_enable;
         let (Some(mem), Some(addr)) = (&self.mem, v.addr) else {
             return Ok(());
         };
@@ -461,6 +607,7 @@ impl<S: FrameService + 'static> Connection<S> {
         let stop = Arc::new(eventfd().map_err(VhostUserError::Io)?);
         let ctx = WorkerCtx {
             device: Arc::clone(&self.device),
+            index: index as usize,
             mem: mem.clone(),
             kick: v.kick.clone(),
             call: v.call.clone(),
@@ -468,36 +615,50 @@ impl<S: FrameService + 'static> Connection<S> {
             poll_window: self.poll_window,
         };
         let thread = std::thread::Builder::new()
-            .name("vcuda-vhost-vq0".into())
+            .name(format!("vhost-{}-vq{index}", self.name))
             .spawn(move || ctx.run(q))
             .map_err(VhostUserError::Io)?;
         debug!(
+            queue = index,
             size = v.size,
             next_avail = v.next_avail,
-            "request queue started"
+            "queue started"
         );
-        self.vring.worker = Some(Worker { stop, thread });
+        if let Some(v) = self.vrings.get_mut(index as usize) {
+            v.worker = Some(Worker { stop, thread });
+        }
         Ok(())
     }
 
-    /// Stops the worker and keeps the ring position it reached.
-    fn stop_worker(&mut self) {
-        let Some(w) = self.vring.worker.take() else {
+    /// Stops queue `index`'s worker and keeps the ring position it reached.
+    fn stop_worker(&mut self, index: u32) {
+        let Some(v) = self.vrings.get_mut(index as usize) else {
+            return;
+        };
+        let Some(w) = v.worker.take() else {
             return;
         };
         let _ = (&*w.stop).write_all(&1u64.to_le_bytes());
         match w.thread.join() {
             Ok(q) => {
-                self.vring.next_avail = q.next_avail();
-                self.vring.next_used = Some(q.next_used());
+                v.next_avail = q.next_avail();
+                v.next_used = Some(q.next_used());
             }
-            Err(_) => warn!("request-queue worker panicked"),
+            Err(_) => warn!(queue = index, "queue worker panicked"),
+        }
+    }
+
+    fn stop_workers(&mut self) {
+        for i in 0..self.vrings.len() {
+            self.stop_worker(i as u32);
         }
     }
 
     fn shutdown(&mut self) {
-        self.stop_worker();
-        self.vring = Vring::default();
+        self.stop_workers();
+        for v in &mut self.vrings {
+            *v = Vring::default();
+        }
         self.mem = None;
         self.regions.clear();
         self.backend_req = None;
@@ -506,14 +667,6 @@ impl<S: FrameService + 'static> Connection<S> {
 
 fn header_code(r: Request) -> u32 {
     r as u32
-}
-
-fn check_index(i: u32) -> Result<(), VhostUserError> {
-    if (i as usize) < NUM_QUEUES {
-        Ok(())
-    } else {
-        Err(VhostUserError::BadQueue(i))
-    }
 }
 
 fn eventfd() -> std::io::Result<File> {
@@ -526,9 +679,10 @@ fn eventfd() -> std::io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// What the worker thread needs.
-struct WorkerCtx<S: FrameService + 'static> {
-    device: Device<S>,
+/// What a queue's worker thread needs.
+struct WorkerCtx<D: VhostUserDevice> {
+    device: Device<D>,
+    index: usize,
     mem: GuestMemoryMmap,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
@@ -542,7 +696,7 @@ enum Wake {
     Timeout,
 }
 
-impl<S: FrameService + 'static> WorkerCtx<S> {
+impl<D: VhostUserDevice> WorkerCtx<D> {
     fn run(self, mut q: Queue) -> Queue {
         loop {
             if !self.drain(&mut q) {
@@ -561,9 +715,13 @@ impl<S: FrameService + 'static> WorkerCtx<S> {
     /// Processes the ring until it stays empty for the poll window, then re-enables
     /// notifications. Returns false if the ring became unusable.
     fn drain(&self, q: &mut Queue) -> bool {
-        crate::device::drain_polling(&self.device, &self.mem, q, self.poll_window, || {
-            self.signal()
-        })
+        cuda::drain_polling_with(
+            &self.mem,
+            q,
+            self.poll_window,
+            |mem, q| lock(&self.device).process_queue(self.index, mem, q),
+            || self.signal(),
+        )
     }
 
     /// Interrupts the driver (an eventfd or, with UML, a pipe: both take an 8-byte write).
@@ -573,7 +731,7 @@ impl<S: FrameService + 'static> WorkerCtx<S> {
                 Ok(_) => {}
                 // A full pipe already holds pending interrupts.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => warn!("virtio-cuda: interrupt failed: {e}"),
+                Err(e) => warn!(queue = self.index, "interrupt failed: {e}"),
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The virtio-cuda device as a vhost-user backend: the same [`CudaDevice`](crate::device::CudaDevice)
-//! that our VMM drives over virtio-mmio, served to any vhost-user frontend (User-Mode Linux's
+//! A vhost-user backend for any [`VhostUserDevice`]: the virtio-cuda device (the same
+//! [`CudaDevice`](crate::device::CudaDevice) that our VMM drives over virtio-mmio) and, from the
+//! `vmm` crate, the virtio-gpu model; served to any vhost-user frontend (User-Mode Linux's
 //! `virtio_uml`, QEMU, crosvm, Cloud Hypervisor).
 //!
 //! The backend protocol is implemented here rather than with the `vhost` crate because of two
@@ -19,7 +20,7 @@ pub mod message;
 pub mod socket;
 
 pub use crate::service::RemoteExecutor;
-pub use backend::{VhostUserBackend, POLL_WINDOW};
+pub use backend::{copy_config, VhostUserBackend, VhostUserDevice, POLL_WINDOW};
 
 /// Why a vhost-user message or connection failed. Errors in one message are answered (or
 /// logged) and the connection goes on; framing and I/O errors end the connection.
@@ -70,6 +71,9 @@ pub enum VhostUserError {
     /// The virtqueue configuration is invalid.
     #[error("invalid virtqueue: {0}")]
     Queue(String),
+    /// The device refused a request or could not be created.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use rutabaga_gfx::{
     RutabagaHandler, RutabagaIovec, Transfer3D, RUTABAGA_PIPE_BIND_RENDER_TARGET,
     RUTABAGA_PIPE_TEXTURE_2D,
 };
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
@@ -434,7 +434,17 @@ impl GpuDevice {
             }
         };
         let outcome = match Command::decode(&hdr, &chain.command) {
-            Ok(c) => self.execute(mem, which, c),
+            Ok(c) => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let mut text = format!("{c:?}");
+                    if let Some((cut, _)) = text.char_indices().nth(160) {
+                        text.truncate(cut);
+                        text.push('…');
+                    }
+                    trace!(queue = which, flags = hdr.flags, "virtio-gpu: {text}");
+                }
+                self.execute(mem, which, c)
+            }
             Err(e @ CommandError::TooManyEntries(_)) => {
                 debug!("virtio-gpu: {e}");
                 Err(cmd::RESP_ERR_INVALID_PARAMETER)
