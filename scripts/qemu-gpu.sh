@@ -233,6 +233,9 @@ while [ ! -e /dev/dri/card0 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); do
 if [ -e /dev/dri/card0 ]; then
   /bin/drm_draw /dev/dri/card0
   echo "qemu-gpu-init: drm_draw exit $?"
+  # `vcuda.hold=N` on the kernel command line keeps the picture up N seconds (to look at it).
+  hold=$(sed -n 's/.*vcuda\.hold=\([0-9]*\).*/\1/p' /proc/cmdline)
+  [ -n "$hold" ] && sleep "$hold"
 else
   echo "qemu-gpu-init: no /dev/dri/card0"
   echo "qemu-gpu-init: drm_draw exit 99"
@@ -308,7 +311,7 @@ run() {
   QEMU_MODULE_DIR=$(qemu_module_dir "$q") timeout "$timeout" "$q" $(qemu_args "$q") -nodefaults -no-user-config -accel tcg -smp 1 -m 256M \
     -object memory-backend-memfd,id=mem,size=256M,share=on -machine q35,memory-backend=mem \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 rdinit=/init" \
+    -append "console=ttyS0 panic=-1 rdinit=/init ${VCUDA_QEMU_GPU_APPEND:-}" \
     -chardev socket,id=gpu,path="$sock" -device vhost-user-gpu-pci,chardev=gpu \
     -display none -serial "file:$console" -monitor none -no-reboot </dev/null || rc=$?
   if [[ -n "$logf" ]]; then cp "$console" "$logf"; else cat "$console"; fi
