@@ -492,3 +492,135 @@ impl Drop for VhostUserGpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_gpu::protocol::format;
+
+    /// Reads one display-protocol message as QEMU would: (request, flags, payload).
+    fn read_msg(s: &mut UnixStream) -> (u32, u32, Vec<u8>) {
+        let mut h = [0u8; proto::HEADER_LEN];
+        s.read_exact(&mut h).unwrap();
+        let w = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap());
+        let mut p = vec![0u8; w(8) as usize];
+        s.read_exact(&mut p).unwrap();
+        (w(0), w(4), p)
+    }
+
+    fn reply(s: &mut UnixStream, request: u32, payload: &[u8]) {
+        let mut m = Vec::new();
+        m.extend_from_slice(&request.to_le_bytes());
+        m.extend_from_slice(&proto::FLAG_REPLY.to_le_bytes());
+        m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        m.extend_from_slice(payload);
+        s.write_all(&m).unwrap();
+    }
+
+    #[test]
+    fn frames_reach_qemus_display_as_scanout_and_update() {
+        let (ours, mut qemu) = UnixStream::pair().unwrap();
+        let qemu_side = std::thread::spawn(move || {
+            let (r, _, p) = read_msg(&mut qemu);
+            assert_eq!((r, p.len()), (proto::GET_PROTOCOL_FEATURES, 0));
+            reply(&mut qemu, r, &3u64.to_le_bytes());
+            let (r, _, p) = read_msg(&mut qemu);
+            assert_eq!(
+                (r, p),
+                (proto::SET_PROTOCOL_FEATURES, 0u64.to_le_bytes().to_vec())
+            );
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                got.push(read_msg(&mut qemu));
+            }
+            got
+        });
+        let mut sock = GpuSocket::new(ours);
+        // 2×1 BGRX pixels with a padded row.
+        let data = [1, 2, 3, 0, 4, 5, 6, 0, 9, 9];
+        let frame = Frame {
+            width: 2,
+            height: 1,
+            stride: 10,
+            format: format::B8G8R8X8_UNORM,
+            data: &data,
+        };
+        sock.present(0, &frame).unwrap();
+        // Same size: no second SCANOUT.
+        sock.present(0, &frame).unwrap();
+        sock.cursor(0, 7, 8, false).unwrap();
+        let got = qemu_side.join().unwrap();
+        let scanout: Vec<u8> = [0u32, 2, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!((got[0].0, &got[0].2), (proto::SCANOUT, &scanout));
+        let mut update: Vec<u8> = [0u32, 0, 0, 2, 1]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        update.extend_from_slice(&[1, 2, 3, 0xff, 4, 5, 6, 0xff]);
+        assert_eq!((got[1].0, &got[1].2), (proto::UPDATE, &update));
+        assert_eq!(got[2].0, proto::UPDATE);
+        let hide: Vec<u8> = [0u32, 7, 8].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!((got[3].0, &got[3].2), (proto::CURSOR_POS_HIDE, &hide));
+    }
+
+    #[test]
+    fn a_bad_handshake_reply_is_an_error_not_a_panic() {
+        let (ours, mut qemu) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let (r, _, _) = read_msg(&mut qemu);
+            // Wrong request in the reply, then a huge size.
+            reply(&mut qemu, r + 1, &[]);
+            let (r, _, _) = read_msg(&mut qemu);
+            let mut m = Vec::new();
+            for v in [r, proto::FLAG_REPLY, u32::MAX] {
+                m.extend_from_slice(&v.to_le_bytes());
+            }
+            qemu.write_all(&m).unwrap();
+        });
+        let mut sock = GpuSocket::new(ours);
+        let frame = Frame {
+            width: 1,
+            height: 1,
+            stride: 4,
+            format: format::B8G8R8X8_UNORM,
+            data: &[0; 4],
+        };
+        assert!(matches!(
+            sock.present(0, &frame),
+            Err(GpuSocketError::Reply { .. })
+        ));
+        assert!(matches!(
+            sock.present(0, &frame),
+            Err(GpuSocketError::ReplySize(_))
+        ));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn set_socket_needs_exactly_one_descriptor_and_no_payload() {
+        let mut dev = VhostUserGpu::new(GpuConfig::with_size(64, 48), DisplaySpec::None).unwrap();
+        assert!(matches!(
+            dev.device_request(REQ_GPU_SET_SOCKET, &[], Vec::new()),
+            Err(VhostUserError::FdCount { .. })
+        ));
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(matches!(
+            dev.device_request(REQ_GPU_SET_SOCKET, &[0], vec![OwnedFd::from(a)]),
+            Err(VhostUserError::PayloadSize(1))
+        ));
+        assert!(matches!(
+            dev.device_request(99, &[], Vec::new()),
+            Err(VhostUserError::Unsupported(99))
+        ));
+        assert!(!dev.has_display_socket());
+        let (a, _b) = UnixStream::pair().unwrap();
+        dev.device_request(REQ_GPU_SET_SOCKET, &[], vec![OwnedFd::from(a)])
+            .unwrap();
+        assert!(dev.has_display_socket());
+        // Config space: one scanout; SET_CONFIG's events_clear is accepted.
+        let mut c = [0u8; 16];
+        dev.read_config(0, &mut c);
+        assert_eq!(u32::from_le_bytes(c[8..12].try_into().unwrap()), 1);
+        dev.write_config(0, &c).unwrap();
+    }
+}
