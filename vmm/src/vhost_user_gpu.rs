@@ -122,6 +122,9 @@ impl GpuSocket {
     /// answers GET_EDID itself, and we send no dma-bufs), so we acknowledge none.
     fn handshake(&mut self) -> Result<(), GpuSocketError> {
         self.stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        // A QEMU that stops reading must not stall the guest's device: a write that cannot
+        // finish in this time fails, and the display socket is dropped.
+        self.stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         self.send(proto::GET_PROTOCOL_FEATURES, &[])?;
         let reply = self.recv_reply(proto::GET_PROTOCOL_FEATURES)?;
         let offered = reply
