@@ -326,9 +326,11 @@ impl Session {
                         self.be.write(c, s, r.dst, &bytes)
                     }
                 };
+                // The last piece of a pipelined copy reports the earlier pieces' errors (once:
+                // taken whether or not this piece failed too).
+                let earlier = self.take_pending();
                 self.track(r.ctx, res)?;
-                // The last piece of a pipelined copy reports the earlier pieces' errors.
-                self.take_pending()?;
+                earlier?;
                 Outcome::ok(&Empty {})
             }
             R::MemcpyDtoH(r) => {
@@ -337,14 +339,16 @@ impl Session {
                 let len = checked_len(r.len, &r.dst)?;
                 if let Some(region) = data.sink_region(&r.dst, len as u64)? {
                     let res = self.be.read_region(c, s, r.src, region);
+                    let earlier = self.take_pending();
                     self.track(r.ctx, res)?;
-                    self.take_pending()?;
+                    earlier?;
                     return Ok(Outcome::ok(&p::DataReply { data: Vec::new() }));
                 }
                 let mut buf = vec![0u8; len];
                 let res = self.be.read(c, s, r.src, &mut buf);
+                let earlier = self.take_pending();
                 self.track(r.ctx, res)?;
-                self.take_pending()?;
+                earlier?;
                 self.deliver(data, &r.dst, buf)?
             }
             R::MemcpyDtoD(r) => {

@@ -58,3 +58,141 @@ fn copies_go_through_the_window_and_ranges_are_checked() {
     }
     ctx.synchronize().unwrap();
 }
+
+/// Copies larger than the window are pipelined through it in slots, both ways, at odd sizes
+/// and offsets; the bytes arrive intact.
+#[test]
+fn pipelined_copies_larger_than_the_window() {
+    use virtio_cuda::client::Bulk;
+    let exec = InProcess::start_cpu(InProcessConfig::default()).unwrap();
+    let c = exec.connect("pipelined").unwrap();
+    let window = c.window_size();
+    assert!(window > 0, "no channel attached");
+    let ctx = c.create_context(0).unwrap();
+    for n in [100_001usize, 1 << 20, window + 12_345, 3 * window + 7] {
+        let dptr = ctx.alloc(n as u64 + 64).unwrap();
+        let data: Vec<u8> = (0..n).map(|i| (i * 31 + i / 777) as u8).collect();
+        let piped = c
+            .copy_pipelined(Bulk::ToDevice(&data), |ch| p::MemcpyHtoD {
+                ctx: ctx.handle(),
+                stream: 0,
+                dst: dptr + 64 + ch.offset,
+                src: Source::Shm {
+                    offset: ch.window_offset,
+                    len: ch.len,
+                },
+            })
+            .unwrap();
+        assert!(piped);
+        assert!(ctx.read(dptr + 64, n as u64).unwrap() == data, "H2D of {n}");
+        let mut back = vec![0u8; n];
+        c.copy_pipelined(Bulk::FromDevice(&mut back), |ch| p::MemcpyDtoH {
+            ctx: ctx.handle(),
+            stream: 0,
+            src: dptr + 64 + ch.offset,
+            len: ch.len,
+            dst: Sink::Shm {
+                offset: ch.window_offset,
+                len: ch.len,
+            },
+        })
+        .unwrap();
+        assert!(back == data, "D2H of {n}");
+        ctx.free(dptr).unwrap();
+    }
+    // An error in any piece (here: the copy runs past the allocation) is reported by the call.
+    let dptr = ctx.alloc(1 << 20).unwrap();
+    let data = vec![1u8; 3 << 20];
+    let err = c
+        .copy_pipelined(Bulk::ToDevice(&data), |ch| p::MemcpyHtoD {
+            ctx: ctx.handle(),
+            stream: 0,
+            dst: dptr + ch.offset,
+            src: Source::Shm {
+                offset: ch.window_offset,
+                len: ch.len,
+            },
+        })
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Status(Status::ERROR_INVALID_VALUE)
+    ));
+    ctx.synchronize().unwrap();
+}
+
+/// A client that corrupts its channel's control page loses its own connection; the executor
+/// and its other sessions carry on, and the session's memory is freed.
+#[test]
+fn a_client_corrupting_its_channel_only_ends_its_own_session() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use virtio_cuda::shm::{fdpass, Layout, Mapping};
+
+    let exec = InProcess::start_cpu(InProcessConfig::default()).unwrap();
+    let good = exec.connect("good").unwrap();
+    let gctx = good.create_context(0).unwrap();
+
+    // A hand-made client: Hello, then a channel whose request head it sets to nonsense.
+    let mut s = UnixStream::connect(exec.socket()).unwrap();
+    let mut frame = Vec::new();
+    p::encode_call(
+        1,
+        &p::Hello {
+            version: u32::from(p::PROTOCOL_VERSION),
+            pid: 0,
+            client: "evil".into(),
+        },
+        &mut frame,
+    );
+    use std::io::{Read, Write};
+    s.write_all(&frame).unwrap();
+    let mut hdr = [0u8; p::HEADER_LEN];
+    s.read_exact(&mut hdr).unwrap();
+    let h = p::ResponseHeader::get(&mut p::Reader::new(&hdr)).unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    s.read_exact(&mut body).unwrap();
+    let layout = Layout::new(4096, 4096).unwrap();
+    let (map, fd) = Mapping::create(c"evil", layout.total()).unwrap();
+    frame.clear();
+    p::encode_call(
+        2,
+        &p::AttachChannel {
+            ring_bytes: 4096,
+            data_bytes: 4096,
+        },
+        &mut frame,
+    );
+    fdpass::send_with_fd(&s, &frame, fd.as_raw_fd()).unwrap();
+    s.read_exact(&mut hdr).unwrap();
+    let h = p::ResponseHeader::get(&mut p::Reader::new(&hdr)).unwrap();
+    assert_eq!(h.status, Status::SUCCESS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while exec.stats().live_sessions < 2 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    // Request head (control word at 64) far beyond anything written; ring the doorbell.
+    map.region()
+        .write_at(64, &(1u64 << 50).to_le_bytes())
+        .unwrap();
+    s.write_all(&[1]).unwrap();
+    // The executor drops the connection: our socket reads EOF.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        // Closed (or reset: our unread doorbell byte was still queued when it closed).
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection still open: {other:?}"),
+    }
+    while exec.stats().live_sessions > 1 {
+        assert!(std::time::Instant::now() < deadline, "session not freed");
+        std::thread::yield_now();
+    }
+    // The well-behaved client is unaffected.
+    let d = gctx.alloc(4096).unwrap();
+    gctx.write(d, vec![7u8; 4096]).unwrap();
+    assert_eq!(gctx.read(d, 4096).unwrap(), vec![7u8; 4096]);
+}

@@ -462,6 +462,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plain_byte_access_only_while_no_launch_holds_the_allocation() {
+        let a = Arena::new(0x1000_0000, 1 << 24);
+        let p = a.alloc(1000, 0).unwrap();
+        let r = a.with_bytes_mut(p + 3, 5, |b| {
+            b.copy_from_slice(b"hello");
+            b.len()
+        });
+        assert_eq!(r.unwrap(), Some(5));
+        let mut out = [0u8; 5];
+        a.read(p + 3, &mut out).unwrap();
+        assert_eq!(&out, b"hello");
+        // Bounds are those of the allocation, not of its word-rounded store.
+        assert!(a.with_bytes_mut(p + 996, 5, |_| ()).is_err());
+        assert!(a.with_bytes_mut(p - 1, 1, |_| ()).is_err());
+        // A launch's snapshot shares the store: no plain access until it is gone.
+        let snap = a.snapshot();
+        assert_eq!(a.with_bytes_mut(p, 1, |_| ()).unwrap(), None);
+        drop(snap);
+        assert_eq!(a.with_bytes_mut(p, 1, |_| ()).unwrap(), Some(()));
+    }
+
+    #[test]
     fn alloc_read_write_free() {
         let a = Arena::new(0x1000_0000, 1 << 24);
         assert_eq!(a.alloc(0, 1), Err(MemError::ZeroSize));

@@ -162,7 +162,12 @@ pub struct Endpoint {
     tx_head: AtomicU64,
     /// What this side has consumed from its receive ring (private, as above).
     rx_tail: AtomicU64,
+    /// The current polling budget, ns (adapts between 0 and `spin`).
+    budget_ns: AtomicU64,
 }
+
+/// The smallest non-zero polling budget the adaptation grows from.
+const MIN_BUDGET_NS: u64 = 2_000;
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -199,6 +204,7 @@ impl Endpoint {
             spin,
             tx_head: AtomicU64::new(0),
             rx_tail: AtomicU64::new(0),
+            budget_ns: AtomicU64::new(spin.as_nanos() as u64),
         })
     }
 
@@ -387,13 +393,21 @@ impl Endpoint {
         }
     }
 
-    /// Polls `ready` for the spin budget, then sleeps on the doorbell until it holds.
+    /// Waits until `ready` holds: polls for the current spin budget, then sleeps on the
+    /// doorbell. The budget adapts (up to [`Endpoint::spin`]): a wait that ended soon after
+    /// the spin gave up doubles it (polling a little longer would have answered), a long one
+    /// halves it. On an overloaded machine, where a polling thread only delays a peer that
+    /// waits for a CPU, polling thus fades out; it returns when waits are short again. The
+    /// polling loop also yields the CPU every few microseconds for the same reason.
     fn wait_for(&self, mut ready: impl FnMut() -> Result<bool, ShmError>) -> Result<(), ShmError> {
         if ready()? {
             return Ok(());
         }
-        if !self.spin.is_zero() {
-            let deadline = Instant::now() + self.spin;
+        let max = self.spin.as_nanos() as u64;
+        let budget = self.budget_ns.load(Ordering::Relaxed).min(max);
+        let start = Instant::now();
+        if budget > 0 {
+            let mut i = 0u32;
             loop {
                 for _ in 0..16 {
                     std::hint::spin_loop();
@@ -401,8 +415,12 @@ impl Endpoint {
                 if ready()? {
                     return Ok(());
                 }
-                if Instant::now() >= deadline {
-                    break;
+                i = i.wrapping_add(1);
+                if i % 32 == 0 {
+                    if start.elapsed().as_nanos() as u64 >= budget {
+                        break;
+                    }
+                    std::thread::yield_now();
                 }
             }
         }
@@ -412,7 +430,7 @@ impl Endpoint {
             fence(Ordering::SeqCst);
             if ready()? {
                 mine.store(0, Ordering::Relaxed);
-                return Ok(());
+                break;
             }
             let mut buf = [0u8; 64];
             match (&self.bell).read(&mut buf) {
@@ -425,6 +443,14 @@ impl Endpoint {
                 Err(e) => return Err(e.into()),
             }
         }
+        let waited = start.elapsed().as_nanos() as u64;
+        let next = if waited <= max {
+            (budget * 2).clamp(MIN_BUDGET_NS.min(max), max)
+        } else {
+            budget / 2
+        };
+        self.budget_ns.store(next, Ordering::Relaxed);
+        Ok(())
     }
 }
 
