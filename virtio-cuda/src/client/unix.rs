@@ -23,9 +23,9 @@ pub const DEFAULT_WINDOW: usize = 16 << 20;
 /// Chunks of a pipelined copy: at least this large (per-chunk costs stay small)…
 const MIN_CHUNK: usize = 64 << 10;
 /// …and at most this large (a pipeline of several chunks even for the biggest copies).
-const MAX_CHUNK: usize = 2 << 20;
+const MAX_CHUNK: usize = 256 << 10;
 /// Most data slots in flight at once.
-const MAX_SLOTS: usize = 8;
+const MAX_SLOTS: usize = 4;
 
 /// Frames over a connected unix stream socket, or over the shared-memory channel once it is
 /// attached. Calls from several threads are serialised; a synchronous call holds the transport

@@ -162,12 +162,7 @@ pub struct Endpoint {
     tx_head: AtomicU64,
     /// What this side has consumed from its receive ring (private, as above).
     rx_tail: AtomicU64,
-    /// The current polling budget, ns (adapts between 0 and `spin`).
-    budget_ns: AtomicU64,
 }
-
-/// The smallest non-zero polling budget the adaptation grows from.
-const MIN_BUDGET_NS: u64 = 2_000;
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,7 +199,6 @@ impl Endpoint {
             spin,
             tx_head: AtomicU64::new(0),
             rx_tail: AtomicU64::new(0),
-            budget_ns: AtomicU64::new(spin.as_nanos() as u64),
         })
     }
 
@@ -393,18 +387,18 @@ impl Endpoint {
         }
     }
 
-    /// Waits until `ready` holds: polls for the current spin budget, then sleeps on the
-    /// doorbell. The budget adapts (up to [`Endpoint::spin`]): a wait that ended soon after
-    /// the spin gave up doubles it (polling a little longer would have answered), a long one
-    /// halves it. On an overloaded machine, where a polling thread only delays a peer that
-    /// waits for a CPU, polling thus fades out; it returns when waits are short again. The
-    /// polling loop also yields the CPU every few microseconds for the same reason.
+    /// Waits until `ready` holds: polls for [`Endpoint::spin`], then sleeps on the doorbell.
+    /// The polling loop yields the CPU every microsecond or so: on an overloaded machine the
+    /// peer may be waiting for this very CPU, and a poller that never yields would only delay
+    /// it (measured: without yielding, a 200 µs budget made round trips *slower* than none).
+    /// Budgets that adapt to past waits were tried and dropped: the executor's waits for the
+    /// next pipelined chunk are naturally long, so they starved its polling exactly where it
+    /// pays off (docs/BENCHMARKS.md, "Shim").
     fn wait_for(&self, mut ready: impl FnMut() -> Result<bool, ShmError>) -> Result<(), ShmError> {
         if ready()? {
             return Ok(());
         }
-        let max = self.spin.as_nanos() as u64;
-        let budget = self.budget_ns.load(Ordering::Relaxed).min(max);
+        let budget = self.spin.as_nanos() as u64;
         let start = Instant::now();
         if budget > 0 {
             let mut i = 0u32;
@@ -443,13 +437,6 @@ impl Endpoint {
                 Err(e) => return Err(e.into()),
             }
         }
-        let waited = start.elapsed().as_nanos() as u64;
-        let next = if waited <= max {
-            (budget * 2).clamp(MIN_BUDGET_NS.min(max), max)
-        } else {
-            budget / 2
-        };
-        self.budget_ns.store(next, Ordering::Relaxed);
         Ok(())
     }
 }
