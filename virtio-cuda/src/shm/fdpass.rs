@@ -77,23 +77,30 @@ pub fn recv_exact_with_fds(
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        // SAFETY: walking the control messages recvmsg returned, with the libc macros; each
-        // SCM_RIGHTS payload holds `count` descriptors that are now ours.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                        / std::mem::size_of::<RawFd>();
-                    for i in 0..count {
-                        fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
+        take_fds(&msg, fds);
         done += n as usize;
     }
     Ok(())
+}
+
+/// Moves the descriptors of a message `recvmsg` just filled (its SCM_RIGHTS payloads) into
+/// `fds`; they are ours from then on.
+pub fn take_fds(msg: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
+    // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros walk its control buffer within
+    // `msg_controllen`, and each SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / 4` ints,
+    // descriptors the kernel installed for us.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Messages on a vhost-user unix stream socket, with file descriptors as SCM_RIGHTS.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use super::message::{Header, HEADER_LEN, MAX_FDS};
@@ -107,24 +107,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), Vho
         }
     };
     let mut fds = Vec::new();
-    // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros walk its control buffer within
-    // `msg_controllen`, and each SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / 4` ints.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    let raw = std::ptr::read_unaligned(data.add(i));
-                    // The kernel installed this descriptor for us; we own it now.
-                    fds.push(OwnedFd::from_raw_fd(raw));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
+    crate::shm::fdpass::take_fds(&msg, &mut fds);
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(VhostUserError::TooManyFds(MAX_FDS + 1));
     }
