@@ -143,3 +143,31 @@ fn the_data_window_follows_the_rings() {
     exec.data().read_at(0, &mut b).unwrap();
     assert_eq!(b, [0; 5]);
 }
+
+/// Whatever a hostile client stores in the control page, the executor's ring operations return
+/// data or an error — never a panic, never an access outside the ring.
+#[test]
+fn arbitrary_control_words_never_panic_the_executor() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(300));
+    runner
+        .run(
+            &(any::<u64>(), any::<u64>(), any::<u64>(), 1usize..20_000),
+            |(head, tail, done, len)| {
+                let (client, exec) = pair(4096, 4096, Duration::ZERO);
+                client.write(&[7u8; 100]).unwrap();
+                client.word(REQ_HEAD).store(head, Ordering::Release);
+                client.word(RESP_TAIL).store(tail, Ordering::Release);
+                client.word(REQ_DONE).store(done, Ordering::Release);
+                // The peer is gone, so any wait ends in `Closed` rather than blocking.
+                drop(client);
+                let mut buf = vec![0u8; len];
+                let _ = exec.read_exact(&mut buf);
+                let _ = exec.write(&buf);
+                exec.mark_done();
+                let _ = exec.notify_peer();
+                Ok(())
+            },
+        )
+        .unwrap();
+}
