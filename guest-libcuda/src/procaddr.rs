@@ -418,11 +418,11 @@ mod tests {
     #[test]
     fn table_matches_cuda_typedefs() {
         let Ok(root) = std::env::var("VCUDA_CUDA_ROOT") else {
-            eprintln!("skipped: VCUDA_CUDA_ROOT not set (eval \"$(scripts/setup.sh --env)\")");
+            vcuda_testkit::skip("VCUDA_CUDA_ROOT not set (eval \"$(scripts/setup.sh --env)\")");
             return;
         };
         let Ok(mut text) = std::fs::read_to_string(format!("{root}/include/cudaTypedefs.h")) else {
-            eprintln!("skipped: no cudaTypedefs.h under {root}");
+            vcuda_testkit::skip(format!("no cudaTypedefs.h under {root}"));
             return;
         };
         // The profiler's typedefs live in their own header.

@@ -20,11 +20,11 @@ fn cudarc_program_runs_through_the_shim() {
     let example = dir.join("examples").join("cudarc_client");
     let lib = dir.join("libcuda.so");
     if !example.is_file() || !lib.is_file() {
-        eprintln!(
-            "SKIPPED: {} or {} not built",
+        vcuda_testkit::skip(format!(
+            "{} or {} not built",
             example.display(),
             lib.display()
-        );
+        ));
         return;
     }
     let shim = dir.join("vcuda-shim-cudarc");

@@ -7,6 +7,8 @@
 //! * [`reference`]: what each kernel must compute, in plain Rust, and comparison helpers
 //!   (ULP distances, tolerances).
 
+pub use vcuda_testkit::skip;
+
 pub mod kernels;
 pub mod reference;
 pub mod shim;

@@ -82,11 +82,7 @@ macro_rules! require_toolchain {
         match $result {
             Ok(value) => value,
             Err(e) if $crate::toolchain::ToolchainError::is_missing(&e) => {
-                // libtest names each test's thread after the test.
-                let test = std::thread::current()
-                    .name()
-                    .map_or_else(|| module_path!().to_owned(), str::to_owned);
-                eprintln!("SKIPPED {test}: {e}");
+                $crate::skip(&e);
                 return;
             }
             Err(e) => panic!("{}", e),
@@ -177,9 +173,14 @@ impl Toolchain {
 
     /// Compiles a `.cu` file to PTX for `sm_<arch>` (`nvcc -ptx -arch=sm_<arch>`).
     pub fn compile_ptx(&self, source: &Path, arch: u32) -> Result<String> {
-        let arch = format!("-arch=sm_{arch}");
-        let path = self.nvcc_cached(source, "ptx", &["-ptx", &arch])?;
+        let path = self.compile_ptx_file(source, arch)?;
         std::fs::read_to_string(&path).map_err(|e| io(&path, e))
+    }
+
+    /// [`Toolchain::compile_ptx`], returning the cached file's path (do not modify it).
+    pub fn compile_ptx_file(&self, source: &Path, arch: u32) -> Result<PathBuf> {
+        let arch = format!("-arch=sm_{arch}");
+        self.nvcc_cached(source, "ptx", &["-ptx", &arch])
     }
 
     /// Compiles a `.cu` file to a fatbin (`nvcc -fatbin <args>`), e.g. with
@@ -297,6 +298,11 @@ impl Toolchain {
 /// [`Toolchain::compile_ptx`] on the process's toolchain.
 pub fn compile_ptx(source: &Path, arch: u32) -> Result<String> {
     toolchain()?.compile_ptx(source, arch)
+}
+
+/// [`Toolchain::compile_ptx_file`] on the process's toolchain.
+pub fn compile_ptx_file(source: &Path, arch: u32) -> Result<PathBuf> {
+    toolchain()?.compile_ptx_file(source, arch)
 }
 
 /// [`Toolchain::compile_fatbin`] on the process's toolchain.

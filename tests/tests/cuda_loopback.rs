@@ -84,7 +84,7 @@ macro_rules! need {
         match $e {
             Ok(v) => v,
             Err(why) => {
-                eprintln!("SKIPPED: {why}");
+                vcuda_tests::skip(why);
                 return;
             }
         }
@@ -274,7 +274,9 @@ fn backend_cuda_without_a_driver_is_a_clear_error_and_auto_falls_back() {
     let vcuda = need!(vcuda_bin());
     // No LD_LIBRARY_PATH: no libcuda at all on this machine (skip where a real one exists).
     if std::path::Path::new("/dev/nvidia0").exists() {
-        eprintln!("SKIPPED: a real NVIDIA driver is present");
+        vcuda_tests::skip(
+            "a real NVIDIA driver is present (/dev/nvidia0): this test needs a machine without one",
+        );
         return;
     }
     let o = Command::new(&vcuda)

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vcuda_tests::shim::vcuda_bin;
+use vcuda_tests::skip;
 
 /// The scanout size the device reports (the guest's preferred mode, via EDID).
 const WIDTH: u32 = 640;
@@ -26,10 +27,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
-}
-
-fn skip(reason: &str) {
-    eprintln!("SKIPPED qemu_gpu: {reason}");
 }
 
 fn setup() -> Result<(), String> {

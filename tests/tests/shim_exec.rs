@@ -14,7 +14,7 @@ fn vcuda() -> Option<PathBuf> {
     match shim::vcuda_bin().and_then(|bin| shim::shim_dir().map(|_| bin)) {
         Ok(bin) => Some(bin),
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            vcuda_tests::skip(why);
             None
         }
     }

@@ -19,7 +19,7 @@ fn shim_dir() -> Option<PathBuf> {
     match shim::shim_dir() {
         Ok(dir) => Some(dir),
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            vcuda_tests::skip(why);
             None
         }
     }

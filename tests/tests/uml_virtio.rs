@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vcuda_tests::shim::{profile_dir, shim_dir};
+use vcuda_tests::skip;
 use virtio_cuda::client::virtio::VirtioTransport;
 use virtio_cuda::client::{Client, KernelArg, Transport};
 use virtio_cuda::protocol::{self as p, Sink, Source, Status};
@@ -30,11 +31,6 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/<profile>` of this test binary.
-fn skip(reason: &str) {
-    eprintln!("SKIPPED uml_virtio: {reason}");
-}
-
 /// Installs/verifies UML and builds the module once per test process; returns its path.
 fn prepare_uml() -> Result<PathBuf, String> {
     static ONCE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
@@ -51,11 +47,16 @@ fn prepare_uml_uncached() -> Result<PathBuf, String> {
         .stdout(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !setup.status.success() {
-        return Err(format!(
-            "UML setup failed: {}",
-            String::from_utf8_lossy(&setup.stderr).trim()
-        ));
+    let stderr = String::from_utf8_lossy(&setup.stderr);
+    match setup.status.code() {
+        Some(0) => {}
+        // Exit 2: UML cannot be installed on this host (no apt-get, no root): a missing capability.
+        Some(2) => return Err(format!("User-Mode Linux unavailable: {}", stderr.trim())),
+        // Installed but broken here (it does not boot, or setup itself failed): never a skip.
+        _ => panic!(
+            "scripts/uml.sh setup failed ({}): UML is installed but not usable on this host:\n{stderr}",
+            setup.status
+        ),
     }
     let out_dir = profile_dir().join("uml-module");
     let build = Command::new(&script)

@@ -41,11 +41,11 @@ fn kernel() -> Option<PathBuf> {
 #[test]
 fn guest_image_runs_a_program_and_returns_its_status() {
     if let Some(reason) = linux_blocker() {
-        eprintln!("skipping Linux boot: {reason}");
+        vcuda_testkit::skip(format!("Linux boot: {reason}"));
         return;
     }
     if vmm::image::find("default").is_err() {
-        eprintln!("skipping: no guest image (run `vcuda image build`)");
+        vcuda_testkit::skip("no guest image (run `vcuda image build`)");
         return;
     }
     let o = vcuda_run(&[
@@ -76,11 +76,11 @@ fn guest_image_runs_a_program_and_returns_its_status() {
 #[test]
 fn linux_boots_to_the_kernel_banner_and_reboots() {
     if let Some(reason) = linux_blocker() {
-        eprintln!("skipping Linux boot: {reason}");
+        vcuda_testkit::skip(format!("Linux boot: {reason}"));
         return;
     }
     let Some(kernel) = kernel() else {
-        eprintln!("skipping Linux boot: set VCUDA_TEST_KERNEL to a bzImage or vmlinux");
+        vcuda_testkit::skip("Linux boot: set VCUDA_TEST_KERNEL to a bzImage or vmlinux");
         return;
     };
     let mut args = vec![

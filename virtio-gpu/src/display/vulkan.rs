@@ -404,10 +404,10 @@ mod tests {
         match VulkanPresenter::offscreen(w, h) {
             Ok(p) => Some(p),
             Err(e) => {
-                eprintln!(
-                    "SKIPPED: no Vulkan device ({e}); install mesa-vulkan-drivers \
+                vcuda_testkit::skip(format!(
+                    "no Vulkan device ({e}); install mesa-vulkan-drivers \
                      (scripts/setup-gpu.sh) for lavapipe"
-                );
+                ));
                 None
             }
         }
@@ -482,7 +482,7 @@ mod tests {
         let mut p = match VulkanPresenter::headless_swapchain(64, 32) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("SKIPPED: no VK_EXT_headless_surface swapchain: {e:?}");
+                vcuda_testkit::skip(format!("no VK_EXT_headless_surface swapchain: {e:?}"));
                 return;
             }
         };

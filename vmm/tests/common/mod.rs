@@ -26,7 +26,7 @@ pub fn kvm_unavailable() -> Option<String> {
 macro_rules! require_kvm {
     () => {
         if let Some(reason) = common::kvm_unavailable() {
-            eprintln!("skipping: {reason}");
+            vcuda_testkit::skip(reason);
             return;
         }
     };
