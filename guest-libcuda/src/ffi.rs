@@ -52,27 +52,72 @@ pub fn not_supported(name: &str) -> CUresult {
     Status::ERROR_NOT_SUPPORTED.0
 }
 
-/// Defines an exported driver-API function whose body returns `R<()>`.
+/// Defines exported driver-API functions whose bodies return `R<()>`, and the module's
+/// `cuGetProcAddress` entries.
 ///
 /// The body runs inside one `unsafe` block: the application's pointers are trusted exactly as
 /// far as `cuda.h` says they may be (every pointer is null-checked by the helpers below before
 /// it is dereferenced).
+///
+/// ```text
+/// fn cuStreamQuery(stream: Handle) proc(cuStreamQuery 2000) per_thread(cuStreamQuery_ptsz, ptds) { … }
+/// ```
+///
+/// * `proc(name v1, v2…)`: `cuGetProcAddress("name")` finds this function for callers built
+///   against CUDA `v1` (`PFN_name_v1` in `cudaTypedefs.h`) and later, up to the next ABI
+///   version of `name` declared anywhere. A function without `proc` is exported only.
+/// * `per_thread(variant, flag)`: the same body also defines the per-thread-default-stream
+///   variant (`_ptds`/`_ptsz`), with `flag == true` there and `false` in the default one (a
+///   call whose behaviour does not depend on it names the flag `_ptds`). `cuGetProcAddress`
+///   returns it to callers that ask for `CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM`, from
+///   the same versions (CUDA 7.0, which introduced it, at the earliest).
+///
+/// Each `api/` module has one `entry!` block; `procaddr.rs` gathers their `proc_entries()`.
 macro_rules! entry {
     ($(
         $(#[$m:meta])*
-        fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block
-    )*) => {$(
+        fn $name:ident $args:tt $(proc $proc:tt)? $(per_thread $pt:tt)? $body:block
+    )*) => {
+        $(
+            $crate::ffi::entry!(@fn [$(#[$m])*] $name $args [$($pt)?] false $body);
+            $($crate::ffi::entry!(@pt $name $args $pt $body);)?
+        )*
+
+        /// This module's `cuGetProcAddress` entries: `(name, ABI version)`.
+        #[allow(clippy::vec_init_then_push)]
+        pub(crate) fn proc_entries() -> Vec<(&'static str, $crate::procaddr::Entry)> {
+            #[allow(unused_mut)]
+            let mut v = Vec::new();
+            $($crate::ffi::entry!(@proc v $name [$($proc)?] [$($pt)?]);)*
+            v
+        }
+    };
+    (@pt $name:ident $args:tt ($ptname:ident, $flag:ident) $body:block) => {
+        $crate::ffi::entry!(@fn [#[doc = concat!("Per-thread-default-stream variant of `", stringify!($name), "`.")]]
+            $ptname $args [($ptname, $flag)] true $body);
+    };
+    (@fn [$(#[$m:meta])*] $name:ident ($($arg:ident : $ty:ty),* $(,)?)
+        [$(($_pt:ident, $flag:ident))?] $value:literal $body:block) => {
         $(#[$m])*
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $crate::types::CUresult {
             $crate::ffi::guard(stringify!($name), || -> $crate::driver::R<()> {
+                $(let $flag: bool = $value;)?
                 // SAFETY: the arguments follow the cuda.h contract of this function; pointer
                 // arguments are checked for null before use.
                 #[allow(unused_unsafe)]
                 unsafe { $body }
             })
         }
-    )*};
+    };
+    (@proc $v:ident $f:ident [] $pt:tt) => {};
+    (@proc $v:ident $f:ident [($pname:ident $($ver:literal),+)] []) => {
+        $($v.push((stringify!($pname), $crate::procaddr::Entry::new($ver, stringify!($f), $f as *const () as usize, None)));)+
+    };
+    (@proc $v:ident $f:ident [($pname:ident $($ver:literal),+)] [($ptname:ident, $_flag:ident)]) => {
+        $($v.push((stringify!($pname), $crate::procaddr::Entry::new($ver, stringify!($f), $f as *const () as usize,
+            Some((stringify!($ptname), $ptname as *const () as usize)))));)+
+    };
 }
 pub(crate) use entry;
 

@@ -244,7 +244,6 @@ stubs! {
     cuMipmappedArrayGetMemoryRequirements
     cuMipmappedArrayGetSparseProperties
     cuModuleEnumerateFunctions
-    cuModuleGetFunctionCount
     cuModuleGetSurfRef
     cuModuleGetTexRef
     cuMulticastAddDevice

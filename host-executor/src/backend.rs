@@ -1,20 +1,17 @@
 //! The [`Backend`] trait: what runs the calls of a session.
 //!
-//! The session layer ([`crate::session`]) owns client handles, validation, quotas and latched
-//! errors; a backend only sees already-validated backend object ids. Two implementations:
-//! [`crate::cpu`] (PTX interpreter) and, later, `cuda` (a real GPU through cudarc).
+//! The session layer ([`crate::session`]) owns client handles, object tables, validation, quotas
+//! and latched errors; a backend only sees its own objects, already checked. Two
+//! implementations: [`crate::cpu`] (PTX interpreter) and [`crate::cuda`] (a real GPU through
+//! cudarc).
 
 use virtio_cuda::protocol::{DeviceInfoReply, FuncInfo, Status};
 use virtio_cuda::shm::SharedRegion;
 
+use crate::session::{Session, SessionInit};
+
 /// Result of backend operations: CUDA status codes.
 pub type BResult<T> = Result<T, Status>;
-
-/// A backend-assigned object id (context, stream, event, module, function).
-pub type ObjId = u64;
-
-/// The stream id a backend uses for a context's default (NULL / legacy / per-thread) stream.
-pub const DEFAULT_STREAM: ObjId = 0;
 
 /// A device-pointer range reserved for one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,40 +63,72 @@ pub trait Backend: Send + Sync {
     fn device_info(&self, ordinal: u32) -> BResult<DeviceInfoReply>;
     /// Device memory allocated across all open sessions, bytes.
     fn allocated_bytes(&self) -> u64;
-    /// Opens the backend half of a session with its device-pointer range and memory quota.
-    fn open_session(&self, session_id: u64, quota: u64) -> BResult<Box<dyn BackendSession>>;
+    /// Opens a session: its backend half (device-pointer range, memory) inside a
+    /// [`Session`](crate::session::Session) built with [`Session::new`](crate::session::Session::new).
+    fn open_session(&self, init: SessionInit) -> BResult<Session>;
 }
 
-/// One client's objects inside a backend. Dropping it frees everything the session owns.
+/// The stream a piece of work runs on: `None` is the context's default (NULL / legacy /
+/// per-thread) stream.
+pub type StreamRef<'a, S> = Option<&'a <S as BackendSession>::Stream>;
+
+/// One client's device work inside a backend. Dropping it frees everything the session owns.
+///
+/// The session layer ([`crate::session`]) keeps every object table: it resolves and checks the
+/// client's handles, creates and destroys objects through the methods below, and hands a backend
+/// only its own objects (the associated types), already checked. A backend implements the work
+/// itself and nothing else: no id allocation, no handle checks, no sticky or latched errors.
 ///
 /// Streams are in-order queues of work; a backend may run work eagerly (the cpu backend does)
 /// as long as stream order and event semantics hold.
-pub trait BackendSession: Send {
+pub trait BackendSession: Send + 'static {
+    /// A context (all of a session's contexts may share one device context).
+    type Context: Send;
+    /// A created stream (the default stream is `None` in a [`StreamRef`]).
+    type Stream: Send;
+    type Event: Send;
+    type Module: Send;
+    /// A kernel of a module; work on it is also given the module it came from.
+    type Function: Send;
+
     /// The session's device-pointer range.
     fn va_range(&self) -> VaRange;
 
-    fn create_context(&mut self, device: u32, flags: u32) -> BResult<ObjId>;
-    fn destroy_context(&mut self, ctx: ObjId) -> BResult<()>;
+    fn create_context(&mut self, device: u32, flags: u32) -> BResult<Self::Context>;
+    fn destroy_context(&mut self, ctx: Self::Context) -> BResult<()>;
     /// Waits for all work of a context.
-    fn synchronize(&mut self, ctx: ObjId) -> BResult<()>;
+    fn synchronize(&mut self, ctx: &Self::Context) -> BResult<()>;
 
-    fn mem_alloc(&mut self, ctx: ObjId, size: u64) -> BResult<u64>;
-    fn mem_free(&mut self, ctx: ObjId, dptr: u64) -> BResult<()>;
+    /// Allocates `size` bytes (non-zero, already charged against the session's quota).
+    fn mem_alloc(&mut self, ctx: &Self::Context, size: u64) -> BResult<u64>;
+    fn mem_free(&mut self, ctx: &Self::Context, dptr: u64) -> BResult<()>;
     /// Bytes currently allocated by this session.
     fn mem_used(&self) -> u64;
     /// `(base, size)` of the allocation containing `dptr`.
     fn address_range(&self, dptr: u64) -> BResult<(u64, u64)>;
 
     /// Host→device copy of `data` to `dst`, in stream order.
-    fn write(&mut self, ctx: ObjId, stream: ObjId, dst: u64, data: &[u8]) -> BResult<()>;
+    fn write(
+        &mut self,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
+        dst: u64,
+        data: &[u8],
+    ) -> BResult<()>;
     /// Device→host copy into `out`; returns once the bytes are in `out`.
-    fn read(&mut self, ctx: ObjId, stream: ObjId, src: u64, out: &mut [u8]) -> BResult<()>;
+    fn read(
+        &mut self,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
+        src: u64,
+        out: &mut [u8],
+    ) -> BResult<()>;
     /// Host→device copy straight out of shared memory (the client's data window). The default
     /// stages through a buffer; backends that can copy from the region directly override it.
     fn write_region(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
         dst: u64,
         src: SharedRegion<'_>,
     ) -> BResult<()> {
@@ -112,8 +141,8 @@ pub trait BackendSession: Send {
     /// [`BackendSession::write_region`].
     fn read_region(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
         src: u64,
         dst: SharedRegion<'_>,
     ) -> BResult<()> {
@@ -123,13 +152,20 @@ pub trait BackendSession: Send {
             .map_err(|_| Status::ERROR_INVALID_VALUE)
     }
     /// Device→device copy.
-    fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()>;
+    fn copy(
+        &mut self,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
+        dst: u64,
+        src: u64,
+        len: u64,
+    ) -> BResult<()>;
     /// Fills `height` rows of `width` elements (`elem_size` 1, 2 or 4 bytes), `pitch` apart.
     #[allow(clippy::too_many_arguments)]
     fn memset(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
         dst: u64,
         pitch: u64,
         elem_size: u8,
@@ -138,33 +174,72 @@ pub trait BackendSession: Send {
         height: u64,
     ) -> BResult<()>;
 
-    fn load_module(&mut self, ctx: ObjId, image: &[u8]) -> Result<(ObjId, String), LoadError>;
-    fn unload_module(&mut self, module: ObjId) -> BResult<()>;
-    fn get_function(&mut self, module: ObjId, name: &str) -> BResult<(ObjId, FuncInfo)>;
-    fn get_global(&mut self, module: ObjId, name: &str) -> BResult<(u64, u64)>;
-    fn set_function_attribute(&mut self, func: ObjId, attr: u32, value: i32) -> BResult<()>;
-    fn occupancy(&mut self, func: ObjId, block_size: u32, dynamic_shared: u64) -> BResult<u32>;
+    fn load_module(
+        &mut self,
+        ctx: &Self::Context,
+        image: &[u8],
+    ) -> Result<(Self::Module, String), LoadError>;
+    fn unload_module(&mut self, module: Self::Module) -> BResult<()>;
+    fn get_function(
+        &mut self,
+        module: &Self::Module,
+        name: &str,
+    ) -> BResult<(Self::Function, FuncInfo)>;
+    /// The number of kernels in the module (`cuModuleGetFunctionCount`).
+    fn function_count(&mut self, module: &Self::Module) -> BResult<u32>;
+    fn get_global(&mut self, module: &Self::Module, name: &str) -> BResult<(u64, u64)>;
+    fn set_function_attribute(
+        &mut self,
+        func: &Self::Function,
+        attr: u32,
+        value: i32,
+    ) -> BResult<()>;
+    fn occupancy(
+        &mut self,
+        func: &Self::Function,
+        block_size: u32,
+        dynamic_shared: u64,
+    ) -> BResult<u32>;
 
     fn launch(
         &mut self,
-        ctx: ObjId,
-        func: ObjId,
-        stream: ObjId,
+        ctx: &Self::Context,
+        func: (&Self::Function, &Self::Module),
+        stream: StreamRef<'_, Self>,
         launch: &LaunchParams<'_>,
         output: &mut dyn OutputSink,
     ) -> BResult<()>;
 
-    fn create_stream(&mut self, ctx: ObjId, flags: u32, priority: i32) -> BResult<ObjId>;
-    fn destroy_stream(&mut self, stream: ObjId) -> BResult<()>;
-    fn stream_synchronize(&mut self, ctx: ObjId, stream: ObjId) -> BResult<()>;
+    fn create_stream(
+        &mut self,
+        ctx: &Self::Context,
+        flags: u32,
+        priority: i32,
+    ) -> BResult<Self::Stream>;
+    fn destroy_stream(&mut self, stream: Self::Stream) -> BResult<()>;
+    fn stream_synchronize(
+        &mut self,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
+    ) -> BResult<()>;
     /// `Ok(true)` when all work is done, `Ok(false)` while pending.
-    fn stream_query(&mut self, ctx: ObjId, stream: ObjId) -> BResult<bool>;
-    fn stream_wait_event(&mut self, ctx: ObjId, stream: ObjId, event: ObjId) -> BResult<()>;
+    fn stream_query(&mut self, ctx: &Self::Context, stream: StreamRef<'_, Self>) -> BResult<bool>;
+    fn stream_wait_event(
+        &mut self,
+        ctx: &Self::Context,
+        stream: StreamRef<'_, Self>,
+        event: &Self::Event,
+    ) -> BResult<()>;
 
-    fn create_event(&mut self, ctx: ObjId, flags: u32) -> BResult<ObjId>;
-    fn destroy_event(&mut self, event: ObjId) -> BResult<()>;
-    fn record_event(&mut self, ctx: ObjId, event: ObjId, stream: ObjId) -> BResult<()>;
-    fn event_query(&mut self, event: ObjId) -> BResult<bool>;
-    fn event_synchronize(&mut self, event: ObjId) -> BResult<()>;
-    fn event_elapsed_ms(&mut self, start: ObjId, end: ObjId) -> BResult<f32>;
+    fn create_event(&mut self, ctx: &Self::Context, flags: u32) -> BResult<Self::Event>;
+    fn destroy_event(&mut self, event: Self::Event) -> BResult<()>;
+    fn record_event(
+        &mut self,
+        ctx: &Self::Context,
+        event: &Self::Event,
+        stream: StreamRef<'_, Self>,
+    ) -> BResult<()>;
+    fn event_query(&mut self, event: &Self::Event) -> BResult<bool>;
+    fn event_synchronize(&mut self, event: &Self::Event) -> BResult<()>;
+    fn event_elapsed_ms(&mut self, start: &Self::Event, end: &Self::Event) -> BResult<f32>;
 }

@@ -14,7 +14,7 @@ use virtio_cuda::service::FrameService;
 
 use crate::backend::Backend;
 use crate::data::{DataAccess, InlineOnly};
-use crate::session::Session;
+use crate::session::{LiveToken, Session, SessionInit};
 use crate::window::ShmData;
 use virtio_cuda::shm::channel::{spin_from_env, MAX_DATA, MAX_RING};
 use virtio_cuda::shm::fdpass::recv_exact_with_fds;
@@ -108,19 +108,18 @@ impl Executor {
     /// Opens a new session (what a `Hello` does).
     pub fn open_session(&self) -> Result<Session, Status> {
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
-        let be = self.backend.open_session(id, self.config.session_quota)?;
+        let session = self.backend.open_session(SessionInit {
+            id,
+            backend_name: self.backend.name(),
+            quota: self.config.session_quota,
+            live: LiveToken::new(Arc::clone(&self.live)),
+        })?;
         info!(
             session = id,
             backend = self.backend.name(),
             "session opened"
         );
-        Ok(Session::new(
-            id,
-            self.backend.name(),
-            self.config.session_quota,
-            be,
-            LiveToken::new(Arc::clone(&self.live)),
-        ))
+        Ok(session)
     }
 
     /// Handles one request frame of a connection, transport-independently: the unix server and
@@ -335,23 +334,6 @@ pub enum FrameOutcome {
     Continue,
     /// The client said Goodbye: close the connection.
     Close,
-}
-
-/// Counts a session as live from creation until it is dropped (however the connection ends).
-#[derive(Debug)]
-pub struct LiveToken(Arc<AtomicUsize>);
-
-impl LiveToken {
-    fn new(counter: Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(counter)
-    }
-}
-
-impl Drop for LiveToken {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl FrameService for Executor {

@@ -1,5 +1,5 @@
 // Driver-API self-test for the vcuda shim: contexts (create, push/pop, current, primary),
-// PTX modules (cuModuleLoadData and cuModuleLoad), cuLaunchKernel with kernelParams and with
+// PTX modules (cuModuleLoadData and cuModuleLoad, cuModuleGetFunctionCount), cuLaunchKernel with kernelParams and with
 // the `extra` buffer, cuLaunchKernelEx, libraries, globals, memsets, 2D/3D copies, streams,
 // events, threads with their own contexts and error strings. Usage: driver_api <kernels.ptx>.
 // Prints PASS/FAIL; exit code 0 on PASS.
@@ -107,6 +107,11 @@ int main(int argc, char **argv) {
     CHECK(cuModuleGetFunction(&affine, mod, "affine"));
     CHECK(cuModuleGetFunction(&count_hits, mod_file, "count_hits"));
     EXPECT(cuModuleGetFunction(&missing, mod, "no_such_kernel") == CUDA_ERROR_NOT_FOUND);
+    // driver_kernels.cu defines four kernels.
+    unsigned int nfuncs = 0;
+    CHECK(cuModuleGetFunctionCount(&nfuncs, mod));
+    EXPECT(nfuncs == 4);
+    EXPECT(cuModuleGetFunctionCount(nullptr, mod) == CUDA_ERROR_INVALID_VALUE);
     int max_threads = 0;
     CHECK(cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, vadd));
     EXPECT(max_threads >= 128);

@@ -169,7 +169,7 @@ fn synchronize(ctx: u64) -> R<()> {
 }
 
 entry! {
-    fn cuDevicePrimaryCtxRetain(pctx: *mut Handle, dev: CUdevice) {
+    fn cuDevicePrimaryCtxRetain(pctx: *mut Handle, dev: CUdevice) proc(cuDevicePrimaryCtxRetain 7000) {
         if pctx.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
@@ -177,31 +177,31 @@ entry! {
         put(pctx, ptr(ctx))
     }
 
-    fn cuDevicePrimaryCtxRelease(dev: CUdevice) {
+    fn cuDevicePrimaryCtxRelease(dev: CUdevice) proc(cuDevicePrimaryCtxRelease 7000) {
         primary_release(dev)
     }
 
-    fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) {
+    fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) proc(cuDevicePrimaryCtxRelease 11000) {
         primary_release(dev)
     }
 
-    fn cuDevicePrimaryCtxReset(dev: CUdevice) {
+    fn cuDevicePrimaryCtxReset(dev: CUdevice) proc(cuDevicePrimaryCtxReset 7000) {
         primary_reset(dev)
     }
 
-    fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) {
+    fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) proc(cuDevicePrimaryCtxReset 11000) {
         primary_reset(dev)
     }
 
-    fn cuDevicePrimaryCtxSetFlags(dev: CUdevice, flags: c_uint) {
+    fn cuDevicePrimaryCtxSetFlags(dev: CUdevice, flags: c_uint) proc(cuDevicePrimaryCtxSetFlags 7000) {
         primary_set_flags(dev, flags)
     }
 
-    fn cuDevicePrimaryCtxSetFlags_v2(dev: CUdevice, flags: c_uint) {
+    fn cuDevicePrimaryCtxSetFlags_v2(dev: CUdevice, flags: c_uint) proc(cuDevicePrimaryCtxSetFlags 11000) {
         primary_set_flags(dev, flags)
     }
 
-    fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) {
+    fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) proc(cuDevicePrimaryCtxGetState 7000) {
         let d = driver()?;
         d.device(dev)?;
         let o = d.objects();
@@ -211,18 +211,18 @@ entry! {
         put(active, c_int::from(a))
     }
 
-    fn cuCtxCreate_v2(pctx: *mut Handle, flags: c_uint, dev: CUdevice) {
+    fn cuCtxCreate_v2(pctx: *mut Handle, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 3020) {
         ctx_create(pctx, flags, dev)
     }
 
-    fn cuCtxCreate_v3(pctx: *mut Handle, _params: *mut c_void, num_params: c_int, flags: c_uint, dev: CUdevice) {
+    fn cuCtxCreate_v3(pctx: *mut Handle, _params: *mut c_void, num_params: c_int, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 11040) {
         if num_params > 0 {
             return Err(Status::ERROR_NOT_SUPPORTED);
         }
         ctx_create(pctx, flags, dev)
     }
 
-    fn cuCtxCreate_v4(pctx: *mut Handle, params: *mut c_void, flags: c_uint, dev: CUdevice) {
+    fn cuCtxCreate_v4(pctx: *mut Handle, params: *mut c_void, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 12050) {
         if !params.is_null() {
             // Execution affinity and CIG parameters have no meaning for a remote device.
             return Err(Status::ERROR_NOT_SUPPORTED);
@@ -230,7 +230,7 @@ entry! {
         ctx_create(pctx, flags, dev)
     }
 
-    fn cuCtxDestroy_v2(ctx: Handle) {
+    fn cuCtxDestroy_v2(ctx: Handle) proc(cuCtxDestroy 4000) {
         let d = driver()?;
         let ctx = h(ctx);
         if ctx_info(d, ctx)?.primary {
@@ -243,7 +243,7 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxPushCurrent_v2(ctx: Handle) {
+    fn cuCtxPushCurrent_v2(ctx: Handle) proc(cuCtxPushCurrent 4000) {
         let d = driver()?;
         let ctx = h(ctx);
         ctx_info(d, ctx)?;
@@ -251,7 +251,7 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxPopCurrent_v2(pctx: *mut Handle) {
+    fn cuCtxPopCurrent_v2(pctx: *mut Handle) proc(cuCtxPopCurrent 4000) {
         driver()?;
         let ctx = driver::pop_current().ok_or(Status::ERROR_INVALID_CONTEXT)?;
         if !pctx.is_null() {
@@ -260,7 +260,7 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxSetCurrent(ctx: Handle) {
+    fn cuCtxSetCurrent(ctx: Handle) proc(cuCtxSetCurrent 4000) {
         let d = driver()?;
         let ctx = h(ctx);
         if ctx != 0 {
@@ -270,30 +270,30 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxGetCurrent(pctx: *mut Handle) {
+    fn cuCtxGetCurrent(pctx: *mut Handle) proc(cuCtxGetCurrent 4000) {
         driver()?;
         put(pctx, ptr(driver::current_ctx_raw()))
     }
 
-    fn cuCtxGetDevice(dev: *mut CUdevice) {
+    fn cuCtxGetDevice(dev: *mut CUdevice) proc(cuCtxGetDevice 2000) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         put(dev, ctx_info(d, ctx)?.device)
     }
 
-    fn cuCtxGetDevice_v2(dev: *mut CUdevice, ctx: Handle) {
+    fn cuCtxGetDevice_v2(dev: *mut CUdevice, ctx: Handle) proc(cuCtxGetDevice 13000) {
         let d = driver()?;
         let ctx = ctx_or_current(d, h(ctx))?;
         put(dev, ctx_info(d, ctx)?.device)
     }
 
-    fn cuCtxGetFlags(flags: *mut c_uint) {
+    fn cuCtxGetFlags(flags: *mut c_uint) proc(cuCtxGetFlags 7000) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         put(flags, ctx_info(d, ctx)?.flags)
     }
 
-    fn cuCtxSetFlags(flags: c_uint) {
+    fn cuCtxSetFlags(flags: c_uint) proc(cuCtxSetFlags 12010) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         if let Some(c) = d.objects_mut().contexts.get_mut(&ctx) {
@@ -302,26 +302,26 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxGetId(ctx: Handle, id: *mut u64) {
+    fn cuCtxGetId(ctx: Handle, id: *mut u64) proc(cuCtxGetId 12000) {
         let d = driver()?;
         put(id, ctx_or_current(d, h(ctx))?)
     }
 
-    fn cuCtxSynchronize() {
+    fn cuCtxSynchronize() proc(cuCtxSynchronize 2000) {
         synchronize(0)
     }
 
-    fn cuCtxSynchronize_v2(ctx: Handle) {
+    fn cuCtxSynchronize_v2(ctx: Handle) proc(cuCtxSynchronize 13000) {
         synchronize(h(ctx))
     }
 
-    fn cuCtxGetApiVersion(ctx: Handle, version: *mut c_uint) {
+    fn cuCtxGetApiVersion(ctx: Handle, version: *mut c_uint) proc(cuCtxGetApiVersion 3020) {
         let d = driver()?;
         ctx_or_current(d, h(ctx))?;
         put(version, 3020)
     }
 
-    fn cuCtxGetLimit(value: *mut usize, limit: c_uint) {
+    fn cuCtxGetLimit(value: *mut usize, limit: c_uint) proc(cuCtxGetLimit 3010) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         let limits = ctx_info(d, ctx)?.limits;
@@ -331,7 +331,7 @@ entry! {
         put(value, usize::try_from(*v).unwrap_or(usize::MAX))
     }
 
-    fn cuCtxSetLimit(limit: c_uint, value: usize) {
+    fn cuCtxSetLimit(limit: c_uint, value: usize) proc(cuCtxSetLimit 3010) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         let mut o = d.objects_mut();
@@ -344,27 +344,27 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxGetCacheConfig(config: *mut c_uint) {
+    fn cuCtxGetCacheConfig(config: *mut c_uint) proc(cuCtxGetCacheConfig 3020) {
         driver()?.current_ctx()?;
         put(config, 0)
     }
 
-    fn cuCtxSetCacheConfig(_config: c_uint) {
+    fn cuCtxSetCacheConfig(_config: c_uint) proc(cuCtxSetCacheConfig 3020) {
         driver()?.current_ctx()?;
         Ok(())
     }
 
-    fn cuCtxGetSharedMemConfig(config: *mut c_uint) {
+    fn cuCtxGetSharedMemConfig(config: *mut c_uint) proc(cuCtxGetSharedMemConfig 4020) {
         driver()?.current_ctx()?;
         put(config, 0)
     }
 
-    fn cuCtxSetSharedMemConfig(_config: c_uint) {
+    fn cuCtxSetSharedMemConfig(_config: c_uint) proc(cuCtxSetSharedMemConfig 4020) {
         driver()?.current_ctx()?;
         Ok(())
     }
 
-    fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) {
+    fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) proc(cuCtxGetStreamPriorityRange 5050) {
         if !least.is_null() {
             put(least, LEAST_PRIORITY)?;
         }
@@ -374,7 +374,7 @@ entry! {
         Ok(())
     }
 
-    fn cuCtxResetPersistingL2Cache() {
+    fn cuCtxResetPersistingL2Cache() proc(cuCtxResetPersistingL2Cache 11000) {
         driver()?.current_ctx()?;
         Ok(())
     }

@@ -55,48 +55,48 @@ fn error_strings(code: CUresult) -> Option<(*const c_char, *const c_char)> {
 }
 
 entry! {
-    fn cuInit(flags: c_uint) {
+    fn cuInit(flags: c_uint) proc(cuInit 2000) {
         if flags != 0 {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         driver::init().map(|_| ())
     }
 
-    fn cuDriverGetVersion(version: *mut c_int) {
+    fn cuDriverGetVersion(version: *mut c_int) proc(cuDriverGetVersion 2020) {
         put(version, driver_version())
     }
 
-    fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) {
+    fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) proc(cuDeviceGet 2000) {
         check_device(ordinal)?;
         put(device, ordinal)
     }
 
-    fn cuDeviceGetCount(count: *mut c_int) {
+    fn cuDeviceGetCount(count: *mut c_int) proc(cuDeviceGetCount 2000) {
         let n = driver()?.devices.len();
         put(count, c_int::try_from(n).unwrap_or(c_int::MAX))
     }
 
-    fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice) {
+    fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice) proc(cuDeviceGetName 2000) {
         let d = driver()?.device(dev)?;
         put_str(name, len, &d.name)
     }
 
-    fn cuDeviceGetUuid(uuid: *mut CuUuid, dev: CUdevice) {
+    fn cuDeviceGetUuid(uuid: *mut CuUuid, dev: CUdevice) proc(cuDeviceGetUuid 9020) {
         let d = driver()?.device(dev)?;
         put(uuid, CuUuid { bytes: d.uuid })
     }
 
-    fn cuDeviceGetUuid_v2(uuid: *mut CuUuid, dev: CUdevice) {
+    fn cuDeviceGetUuid_v2(uuid: *mut CuUuid, dev: CUdevice) proc(cuDeviceGetUuid 11040) {
         let d = driver()?.device(dev)?;
         put(uuid, CuUuid { bytes: d.uuid })
     }
 
-    fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) {
+    fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) proc(cuDeviceTotalMem 3020) {
         let d = driver()?.device(dev)?;
         put(bytes, usize::try_from(d.total_mem).unwrap_or(usize::MAX))
     }
 
-    fn cuDeviceGetAttribute(value: *mut c_int, attrib: c_uint, dev: CUdevice) {
+    fn cuDeviceGetAttribute(value: *mut c_int, attrib: c_uint, dev: CUdevice) proc(cuDeviceGetAttribute 2000) {
         let d = check_device(dev)?;
         if attrib == 0 || attrib >= ATTR_MAX {
             return Err(Status::ERROR_INVALID_VALUE);
@@ -110,13 +110,13 @@ entry! {
         put(value, v)
     }
 
-    fn cuDeviceComputeCapability(major: *mut c_int, minor: *mut c_int, dev: CUdevice) {
+    fn cuDeviceComputeCapability(major: *mut c_int, minor: *mut c_int, dev: CUdevice) proc(cuDeviceComputeCapability 2000) {
         let d = check_device(dev)?;
         put(major, d.attribute(dev, ATTR_COMPUTE_CAPABILITY_MAJOR)?)?;
         put(minor, d.attribute(dev, ATTR_COMPUTE_CAPABILITY_MINOR)?)
     }
 
-    fn cuDeviceGetPCIBusId(bus_id: *mut c_char, len: c_int, dev: CUdevice) {
+    fn cuDeviceGetPCIBusId(bus_id: *mut c_char, len: c_int, dev: CUdevice) proc(cuDeviceGetPCIBusId 4010) {
         let d = check_device(dev)?;
         let s = format!(
             "{:08x}:{:02x}:{:02x}.0",
@@ -127,7 +127,7 @@ entry! {
         put_str(bus_id, len, &s)
     }
 
-    fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, bus_id: *const c_char) {
+    fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, bus_id: *const c_char) proc(cuDeviceGetByPCIBusId 4010) {
         let want = cstr(bus_id)?.to_ascii_lowercase();
         let d = driver()?;
         for i in 0..d.devices.len() {
@@ -145,28 +145,28 @@ entry! {
         Err(Status::ERROR_INVALID_DEVICE)
     }
 
-    fn cuDeviceCanAccessPeer(can: *mut c_int, dev: CUdevice, peer: CUdevice) {
+    fn cuDeviceCanAccessPeer(can: *mut c_int, dev: CUdevice, peer: CUdevice) proc(cuDeviceCanAccessPeer 4000) {
         check_device(dev)?;
         check_device(peer)?;
         put(can, 0)
     }
 
-    fn cuDeviceGetP2PAttribute(value: *mut c_int, _attrib: c_uint, src: CUdevice, dst: CUdevice) {
+    fn cuDeviceGetP2PAttribute(value: *mut c_int, _attrib: c_uint, src: CUdevice, dst: CUdevice) proc(cuDeviceGetP2PAttribute 8000) {
         check_device(src)?;
         check_device(dst)?;
         put(value, 0)
     }
 
-    fn cuDeviceGetExecAffinitySupport(pi: *mut c_int, _kind: c_uint, dev: CUdevice) {
+    fn cuDeviceGetExecAffinitySupport(pi: *mut c_int, _kind: c_uint, dev: CUdevice) proc(cuDeviceGetExecAffinitySupport 11040) {
         check_device(dev)?;
         put(pi, 0)
     }
 
-    fn cuFlushGPUDirectRDMAWrites(_target: c_uint, _scope: c_uint) {
+    fn cuFlushGPUDirectRDMAWrites(_target: c_uint, _scope: c_uint) proc(cuFlushGPUDirectRDMAWrites 11030) {
         Ok(())
     }
 
-    fn cuGetErrorName(error: CUresult, out: *mut *const c_char) {
+    fn cuGetErrorName(error: CUresult, out: *mut *const c_char) proc(cuGetErrorName 6000) {
         match error_strings(error) {
             Some((name, _)) => put(out, name),
             None => {
@@ -176,7 +176,7 @@ entry! {
         }
     }
 
-    fn cuGetErrorString(error: CUresult, out: *mut *const c_char) {
+    fn cuGetErrorString(error: CUresult, out: *mut *const c_char) proc(cuGetErrorString 6000) {
         match error_strings(error) {
             Some((_, desc)) => put(out, desc),
             None => {
@@ -186,12 +186,12 @@ entry! {
         }
     }
 
-    fn cuDeviceGetLuid(_luid: *mut c_char, _mask: *mut c_uint, dev: CUdevice) {
+    fn cuDeviceGetLuid(_luid: *mut c_char, _mask: *mut c_uint, dev: CUdevice) proc(cuDeviceGetLuid 10000) {
         check_device(dev)?;
         Err(Status::ERROR_NOT_SUPPORTED)
     }
 
-    fn cuDeviceGetTexture1DLinearMaxWidth(max: *mut usize, _format: c_uint, _channels: c_uint, dev: CUdevice) {
+    fn cuDeviceGetTexture1DLinearMaxWidth(max: *mut usize, _format: c_uint, _channels: c_uint, dev: CUdevice) proc(cuDeviceGetTexture1DLinearMaxWidth 11010) {
         check_device(dev)?;
         put(max, 1 << 27)
     }

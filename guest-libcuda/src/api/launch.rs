@@ -169,27 +169,16 @@ unsafe fn launch_ex(
 }
 
 entry! {
-    fn cuLaunchKernel(f: Handle, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: Handle, params: *mut *mut c_void, extra: *mut *mut c_void) {
-        classic(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra, 0, false)
+    fn cuLaunchKernel(f: Handle, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: Handle, params: *mut *mut c_void, extra: *mut *mut c_void) proc(cuLaunchKernel 4000) per_thread(cuLaunchKernel_ptsz, ptds) {
+        classic(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra, 0, ptds)
     }
 
-    fn cuLaunchKernel_ptsz(f: Handle, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: Handle, params: *mut *mut c_void, extra: *mut *mut c_void) {
-        classic(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra, 0, true)
+    fn cuLaunchCooperativeKernel(f: Handle, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: Handle, params: *mut *mut c_void) proc(cuLaunchCooperativeKernel 9000) per_thread(cuLaunchCooperativeKernel_ptsz, ptds) {
+        classic(f, gx, gy, gz, bx, by, bz, shared, stream, params, std::ptr::null_mut(), p::LAUNCH_FLAG_COOPERATIVE, ptds)
     }
 
-    fn cuLaunchCooperativeKernel(f: Handle, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: Handle, params: *mut *mut c_void) {
-        classic(f, gx, gy, gz, bx, by, bz, shared, stream, params, std::ptr::null_mut(), p::LAUNCH_FLAG_COOPERATIVE, false)
+    fn cuLaunchKernelEx(config: *const LaunchConfig, f: Handle, params: *mut *mut c_void, extra: *mut *mut c_void) proc(cuLaunchKernelEx 11060) per_thread(cuLaunchKernelEx_ptsz, ptds) {
+        launch_ex(config, f, params, extra, ptds)
     }
 
-    fn cuLaunchCooperativeKernel_ptsz(f: Handle, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: Handle, params: *mut *mut c_void) {
-        classic(f, gx, gy, gz, bx, by, bz, shared, stream, params, std::ptr::null_mut(), p::LAUNCH_FLAG_COOPERATIVE, true)
-    }
-
-    fn cuLaunchKernelEx(config: *const LaunchConfig, f: Handle, params: *mut *mut c_void, extra: *mut *mut c_void) {
-        launch_ex(config, f, params, extra, false)
-    }
-
-    fn cuLaunchKernelEx_ptsz(config: *const LaunchConfig, f: Handle, params: *mut *mut c_void, extra: *mut *mut c_void) {
-        launch_ex(config, f, params, extra, true)
-    }
 }

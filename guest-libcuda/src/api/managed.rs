@@ -168,23 +168,19 @@ pub fn free(d: &Driver, dptr: u64) -> R<bool> {
 }
 
 entry! {
-    fn cuMemAllocManaged(dptr: *mut CUdeviceptr, size: usize, _flags: c_uint) {
+    fn cuMemAllocManaged(dptr: *mut CUdeviceptr, size: usize, _flags: c_uint) proc(cuMemAllocManaged 6000) {
         if dptr.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         put(dptr, alloc(size)?)
     }
 
-    fn cuMemPrefetchAsync(_dptr: CUdeviceptr, _count: usize, _dst: c_uint, _stream: Handle) {
+    fn cuMemPrefetchAsync(_dptr: CUdeviceptr, _count: usize, _dst: c_uint, _stream: Handle) proc(cuMemPrefetchAsync 8000, 12020) per_thread(cuMemPrefetchAsync_ptsz, _ptds) {
         // Placement hints have no effect on the emulation.
         driver().map(|_| ())
     }
 
-    fn cuMemPrefetchAsync_ptsz(_dptr: CUdeviceptr, _count: usize, _dst: c_uint, _stream: Handle) {
-        driver().map(|_| ())
-    }
-
-    fn cuMemAdvise(_dptr: CUdeviceptr, _count: usize, _advice: c_uint, _device: c_uint) {
+    fn cuMemAdvise(_dptr: CUdeviceptr, _count: usize, _advice: c_uint, _device: c_uint) proc(cuMemAdvise 8000, 12020) {
         driver().map(|_| ())
     }
 }

@@ -666,14 +666,14 @@ unsafe fn pointer_attribute(d: &Driver, data: *mut c_void, a: u32, p: u64) -> R<
 }
 
 entry! {
-    fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, size: usize) {
+    fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, size: usize) proc(cuMemAlloc 3020) {
         if dptr.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         put(dptr, alloc(size)?)
     }
 
-    fn cuMemAllocPitch_v2(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, _elem: c_uint) {
+    fn cuMemAllocPitch_v2(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, _elem: c_uint) proc(cuMemAllocPitch 3020) {
         if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
             return Err(Status::ERROR_INVALID_VALUE);
         }
@@ -683,27 +683,19 @@ entry! {
         put(pitch, p)
     }
 
-    fn cuMemAllocAsync(dptr: *mut CUdeviceptr, size: usize, stream: Handle) {
-        alloc_async(dptr, size, stream, false)
+    fn cuMemAllocAsync(dptr: *mut CUdeviceptr, size: usize, stream: Handle) proc(cuMemAllocAsync 11020) per_thread(cuMemAllocAsync_ptsz, ptds) {
+        alloc_async(dptr, size, stream, ptds)
     }
 
-    fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, size: usize, stream: Handle) {
-        alloc_async(dptr, size, stream, true)
-    }
-
-    fn cuMemFree_v2(dptr: CUdeviceptr) {
+    fn cuMemFree_v2(dptr: CUdeviceptr) proc(cuMemFree 3020) {
         free(dptr)
     }
 
-    fn cuMemFreeAsync(dptr: CUdeviceptr, stream: Handle) {
-        free_async(dptr, stream, false)
+    fn cuMemFreeAsync(dptr: CUdeviceptr, stream: Handle) proc(cuMemFreeAsync 11020) per_thread(cuMemFreeAsync_ptsz, ptds) {
+        free_async(dptr, stream, ptds)
     }
 
-    fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: Handle) {
-        free_async(dptr, stream, true)
-    }
-
-    fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) {
+    fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) proc(cuMemGetInfo 3020) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         let r = d.call(&p::MemGetInfo { ctx })?;
@@ -711,7 +703,7 @@ entry! {
         put(total, usize::try_from(r.total).unwrap_or(usize::MAX))
     }
 
-    fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, dptr: CUdeviceptr) {
+    fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, dptr: CUdeviceptr) proc(cuMemGetAddressRange 3020) {
         let d = driver()?;
         let ctx = d.current_ctx()?;
         let r = d.call(&p::MemGetAddressRange { ctx, dptr })?;
@@ -724,247 +716,139 @@ entry! {
         Ok(())
     }
 
-    fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
+    fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, len: usize) proc(cuMemcpy 4000) per_thread(cuMemcpy_ptds, ptds) {
         let d = driver()?;
-        copy_any(d, Order::sync(d, false)?, dst, src, len)
+        copy_any(d, Order::sync(d, ptds)?, dst, src, len)
     }
 
-    fn cuMemcpy_ptds(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
+    fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) proc(cuMemcpyAsync 4000) per_thread(cuMemcpyAsync_ptsz, ptds) {
         let d = driver()?;
-        copy_any(d, Order::sync(d, true)?, dst, src, len)
+        copy_any(d, Order::on(d, stream, ptds)?, dst, src, len)
     }
 
-    fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
-        let d = driver()?;
-        copy_any(d, Order::on(d, stream, false)?, dst, src, len)
-    }
-
-    fn cuMemcpyAsync_ptsz(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
-        let d = driver()?;
-        copy_any(d, Order::on(d, stream, true)?, dst, src, len)
-    }
-
-    fn cuMemcpyPeer(dst: CUdeviceptr, _dc: Handle, src: CUdeviceptr, _sc: Handle, len: usize) {
+    fn cuMemcpyPeer(dst: CUdeviceptr, _dc: Handle, src: CUdeviceptr, _sc: Handle, len: usize) proc(cuMemcpyPeer 4000) {
         let d = driver()?;
         d2d(d, Order::sync(d, false)?, dst, src, len as u64)
     }
 
-    fn cuMemcpyPeerAsync(dst: CUdeviceptr, _dc: Handle, src: CUdeviceptr, _sc: Handle, len: usize, stream: Handle) {
+    fn cuMemcpyPeerAsync(dst: CUdeviceptr, _dc: Handle, src: CUdeviceptr, _sc: Handle, len: usize, stream: Handle) proc(cuMemcpyPeerAsync 4000) {
         let d = driver()?;
         d2d(d, Order::on(d, stream, false)?, dst, src, len as u64)
     }
 
-    fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, len: usize) {
+    fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, len: usize) proc(cuMemcpyHtoD 3020) per_thread(cuMemcpyHtoD_v2_ptds, ptds) {
         let d = driver()?;
-        h2d(d, Order::sync(d, false)?, dst, bytes(src.cast(), len)?)
+        h2d(d, Order::sync(d, ptds)?, dst, bytes(src.cast(), len)?)
     }
 
-    fn cuMemcpyHtoD_v2_ptds(dst: CUdeviceptr, src: *const c_void, len: usize) {
+    fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, len: usize, stream: Handle) proc(cuMemcpyHtoDAsync 3020) per_thread(cuMemcpyHtoDAsync_v2_ptsz, ptds) {
         let d = driver()?;
-        h2d(d, Order::sync(d, true)?, dst, bytes(src.cast(), len)?)
+        h2d(d, Order::on(d, stream, ptds)?, dst, bytes(src.cast(), len)?)
     }
 
-    fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, len: usize, stream: Handle) {
+    fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, len: usize) proc(cuMemcpyDtoH 3020) per_thread(cuMemcpyDtoH_v2_ptds, ptds) {
         let d = driver()?;
-        h2d(d, Order::on(d, stream, false)?, dst, bytes(src.cast(), len)?)
+        d2h(d, Order::sync(d, ptds)?, bytes_mut(dst.cast(), len)?, src)
     }
 
-    fn cuMemcpyHtoDAsync_v2_ptsz(dst: CUdeviceptr, src: *const c_void, len: usize, stream: Handle) {
+    fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, len: usize, stream: Handle) proc(cuMemcpyDtoHAsync 3020) per_thread(cuMemcpyDtoHAsync_v2_ptsz, ptds) {
         let d = driver()?;
-        h2d(d, Order::on(d, stream, true)?, dst, bytes(src.cast(), len)?)
+        d2h(d, Order::on(d, stream, ptds)?, bytes_mut(dst.cast(), len)?, src)
     }
 
-    fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, len: usize) {
+    fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, len: usize) proc(cuMemcpyDtoD 3020) per_thread(cuMemcpyDtoD_v2_ptds, ptds) {
         let d = driver()?;
-        d2h(d, Order::sync(d, false)?, bytes_mut(dst.cast(), len)?, src)
+        d2d(d, Order::sync(d, ptds)?, dst, src, len as u64)
     }
 
-    fn cuMemcpyDtoH_v2_ptds(dst: *mut c_void, src: CUdeviceptr, len: usize) {
+    fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) proc(cuMemcpyDtoDAsync 3020) per_thread(cuMemcpyDtoDAsync_v2_ptsz, ptds) {
         let d = driver()?;
-        d2h(d, Order::sync(d, true)?, bytes_mut(dst.cast(), len)?, src)
+        d2d(d, Order::on(d, stream, ptds)?, dst, src, len as u64)
     }
 
-    fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, len: usize, stream: Handle) {
-        let d = driver()?;
-        d2h(d, Order::on(d, stream, false)?, bytes_mut(dst.cast(), len)?, src)
+    fn cuMemcpy2D_v2(c: *const Memcpy2D) proc(cuMemcpy2D 3020) per_thread(cuMemcpy2D_v2_ptds, ptds) {
+        memcpy2d(c, Order::sync(driver()?, ptds)?)
     }
 
-    fn cuMemcpyDtoHAsync_v2_ptsz(dst: *mut c_void, src: CUdeviceptr, len: usize, stream: Handle) {
-        let d = driver()?;
-        d2h(d, Order::on(d, stream, true)?, bytes_mut(dst.cast(), len)?, src)
+    fn cuMemcpy2DUnaligned_v2(c: *const Memcpy2D) proc(cuMemcpy2DUnaligned 3020) per_thread(cuMemcpy2DUnaligned_v2_ptds, ptds) {
+        memcpy2d(c, Order::sync(driver()?, ptds)?)
     }
 
-    fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
-        let d = driver()?;
-        d2d(d, Order::sync(d, false)?, dst, src, len as u64)
+    fn cuMemcpy2DAsync_v2(c: *const Memcpy2D, stream: Handle) proc(cuMemcpy2DAsync 3020) per_thread(cuMemcpy2DAsync_v2_ptsz, ptds) {
+        memcpy2d(c, Order::on(driver()?, stream, ptds)?)
     }
 
-    fn cuMemcpyDtoD_v2_ptds(dst: CUdeviceptr, src: CUdeviceptr, len: usize) {
-        let d = driver()?;
-        d2d(d, Order::sync(d, true)?, dst, src, len as u64)
+    fn cuMemcpy3D_v2(c: *const Memcpy3D) proc(cuMemcpy3D 3020) per_thread(cuMemcpy3D_v2_ptds, ptds) {
+        memcpy3d(c, Order::sync(driver()?, ptds)?)
     }
 
-    fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
-        let d = driver()?;
-        d2d(d, Order::on(d, stream, false)?, dst, src, len as u64)
+    fn cuMemcpy3DAsync_v2(c: *const Memcpy3D, stream: Handle) proc(cuMemcpy3DAsync 3020) per_thread(cuMemcpy3DAsync_v2_ptsz, ptds) {
+        memcpy3d(c, Order::on(driver()?, stream, ptds)?)
     }
 
-    fn cuMemcpyDtoDAsync_v2_ptsz(dst: CUdeviceptr, src: CUdeviceptr, len: usize, stream: Handle) {
-        let d = driver()?;
-        d2d(d, Order::on(d, stream, true)?, dst, src, len as u64)
+    fn cuMemsetD8_v2(dst: CUdeviceptr, v: u8, n: usize) proc(cuMemsetD8 3020) per_thread(cuMemsetD8_v2_ptds, ptds) {
+        memset(Order::sync(driver()?, ptds)?, dst, 0, 1, u32::from(v), n, 1)
     }
 
-    fn cuMemcpy2D_v2(c: *const Memcpy2D) {
-        memcpy2d(c, Order::sync(driver()?, false)?)
+    fn cuMemsetD16_v2(dst: CUdeviceptr, v: u16, n: usize) proc(cuMemsetD16 3020) per_thread(cuMemsetD16_v2_ptds, ptds) {
+        memset(Order::sync(driver()?, ptds)?, dst, 0, 2, u32::from(v), n, 1)
     }
 
-    fn cuMemcpy2D_v2_ptds(c: *const Memcpy2D) {
-        memcpy2d(c, Order::sync(driver()?, true)?)
+    fn cuMemsetD32_v2(dst: CUdeviceptr, v: c_uint, n: usize) proc(cuMemsetD32 3020) per_thread(cuMemsetD32_v2_ptds, ptds) {
+        memset(Order::sync(driver()?, ptds)?, dst, 0, 4, v, n, 1)
     }
 
-    fn cuMemcpy2DUnaligned_v2(c: *const Memcpy2D) {
-        memcpy2d(c, Order::sync(driver()?, false)?)
+    fn cuMemsetD2D8_v2(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize) proc(cuMemsetD2D8 3020) per_thread(cuMemsetD2D8_v2_ptds, ptds) {
+        memset(Order::sync(driver()?, ptds)?, dst, pitch, 1, u32::from(v), w, hgt)
     }
 
-    fn cuMemcpy2DUnaligned_v2_ptds(c: *const Memcpy2D) {
-        memcpy2d(c, Order::sync(driver()?, true)?)
+    fn cuMemsetD2D16_v2(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize) proc(cuMemsetD2D16 3020) per_thread(cuMemsetD2D16_v2_ptds, ptds) {
+        memset(Order::sync(driver()?, ptds)?, dst, pitch, 2, u32::from(v), w, hgt)
     }
 
-    fn cuMemcpy2DAsync_v2(c: *const Memcpy2D, stream: Handle) {
-        memcpy2d(c, Order::on(driver()?, stream, false)?)
+    fn cuMemsetD2D32_v2(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize) proc(cuMemsetD2D32 3020) per_thread(cuMemsetD2D32_v2_ptds, ptds) {
+        memset(Order::sync(driver()?, ptds)?, dst, pitch, 4, v, w, hgt)
     }
 
-    fn cuMemcpy2DAsync_v2_ptsz(c: *const Memcpy2D, stream: Handle) {
-        memcpy2d(c, Order::on(driver()?, stream, true)?)
+    fn cuMemsetD8Async(dst: CUdeviceptr, v: u8, n: usize, s: Handle) proc(cuMemsetD8Async 3020) per_thread(cuMemsetD8Async_ptsz, ptds) {
+        memset(Order::on(driver()?, s, ptds)?, dst, 0, 1, u32::from(v), n, 1)
     }
 
-    fn cuMemcpy3D_v2(c: *const Memcpy3D) {
-        memcpy3d(c, Order::sync(driver()?, false)?)
+    fn cuMemsetD16Async(dst: CUdeviceptr, v: u16, n: usize, s: Handle) proc(cuMemsetD16Async 3020) per_thread(cuMemsetD16Async_ptsz, ptds) {
+        memset(Order::on(driver()?, s, ptds)?, dst, 0, 2, u32::from(v), n, 1)
     }
 
-    fn cuMemcpy3D_v2_ptds(c: *const Memcpy3D) {
-        memcpy3d(c, Order::sync(driver()?, true)?)
+    fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, s: Handle) proc(cuMemsetD32Async 3020) per_thread(cuMemsetD32Async_ptsz, ptds) {
+        memset(Order::on(driver()?, s, ptds)?, dst, 0, 4, v, n, 1)
     }
 
-    fn cuMemcpy3DAsync_v2(c: *const Memcpy3D, stream: Handle) {
-        memcpy3d(c, Order::on(driver()?, stream, false)?)
+    fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize, s: Handle) proc(cuMemsetD2D8Async 3020) per_thread(cuMemsetD2D8Async_ptsz, ptds) {
+        memset(Order::on(driver()?, s, ptds)?, dst, pitch, 1, u32::from(v), w, hgt)
     }
 
-    fn cuMemcpy3DAsync_v2_ptsz(c: *const Memcpy3D, stream: Handle) {
-        memcpy3d(c, Order::on(driver()?, stream, true)?)
+    fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize, s: Handle) proc(cuMemsetD2D16Async 3020) per_thread(cuMemsetD2D16Async_ptsz, ptds) {
+        memset(Order::on(driver()?, s, ptds)?, dst, pitch, 2, u32::from(v), w, hgt)
     }
 
-    fn cuMemsetD8_v2(dst: CUdeviceptr, v: u8, n: usize) {
-        memset(Order::sync(driver()?, false)?, dst, 0, 1, u32::from(v), n, 1)
+    fn cuMemsetD2D32Async(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize, s: Handle) proc(cuMemsetD2D32Async 3020) per_thread(cuMemsetD2D32Async_ptsz, ptds) {
+        memset(Order::on(driver()?, s, ptds)?, dst, pitch, 4, v, w, hgt)
     }
 
-    fn cuMemsetD8_v2_ptds(dst: CUdeviceptr, v: u8, n: usize) {
-        memset(Order::sync(driver()?, true)?, dst, 0, 1, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD16_v2(dst: CUdeviceptr, v: u16, n: usize) {
-        memset(Order::sync(driver()?, false)?, dst, 0, 2, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD16_v2_ptds(dst: CUdeviceptr, v: u16, n: usize) {
-        memset(Order::sync(driver()?, true)?, dst, 0, 2, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD32_v2(dst: CUdeviceptr, v: c_uint, n: usize) {
-        memset(Order::sync(driver()?, false)?, dst, 0, 4, v, n, 1)
-    }
-
-    fn cuMemsetD32_v2_ptds(dst: CUdeviceptr, v: c_uint, n: usize) {
-        memset(Order::sync(driver()?, true)?, dst, 0, 4, v, n, 1)
-    }
-
-    fn cuMemsetD2D8_v2(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize) {
-        memset(Order::sync(driver()?, false)?, dst, pitch, 1, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D8_v2_ptds(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize) {
-        memset(Order::sync(driver()?, true)?, dst, pitch, 1, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D16_v2(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize) {
-        memset(Order::sync(driver()?, false)?, dst, pitch, 2, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D16_v2_ptds(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize) {
-        memset(Order::sync(driver()?, true)?, dst, pitch, 2, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D32_v2(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize) {
-        memset(Order::sync(driver()?, false)?, dst, pitch, 4, v, w, hgt)
-    }
-
-    fn cuMemsetD2D32_v2_ptds(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize) {
-        memset(Order::sync(driver()?, true)?, dst, pitch, 4, v, w, hgt)
-    }
-
-    fn cuMemsetD8Async(dst: CUdeviceptr, v: u8, n: usize, s: Handle) {
-        memset(Order::on(driver()?, s, false)?, dst, 0, 1, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD8Async_ptsz(dst: CUdeviceptr, v: u8, n: usize, s: Handle) {
-        memset(Order::on(driver()?, s, true)?, dst, 0, 1, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD16Async(dst: CUdeviceptr, v: u16, n: usize, s: Handle) {
-        memset(Order::on(driver()?, s, false)?, dst, 0, 2, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD16Async_ptsz(dst: CUdeviceptr, v: u16, n: usize, s: Handle) {
-        memset(Order::on(driver()?, s, true)?, dst, 0, 2, u32::from(v), n, 1)
-    }
-
-    fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, s: Handle) {
-        memset(Order::on(driver()?, s, false)?, dst, 0, 4, v, n, 1)
-    }
-
-    fn cuMemsetD32Async_ptsz(dst: CUdeviceptr, v: c_uint, n: usize, s: Handle) {
-        memset(Order::on(driver()?, s, true)?, dst, 0, 4, v, n, 1)
-    }
-
-    fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize, s: Handle) {
-        memset(Order::on(driver()?, s, false)?, dst, pitch, 1, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D8Async_ptsz(dst: CUdeviceptr, pitch: usize, v: u8, w: usize, hgt: usize, s: Handle) {
-        memset(Order::on(driver()?, s, true)?, dst, pitch, 1, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize, s: Handle) {
-        memset(Order::on(driver()?, s, false)?, dst, pitch, 2, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D16Async_ptsz(dst: CUdeviceptr, pitch: usize, v: u16, w: usize, hgt: usize, s: Handle) {
-        memset(Order::on(driver()?, s, true)?, dst, pitch, 2, u32::from(v), w, hgt)
-    }
-
-    fn cuMemsetD2D32Async(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize, s: Handle) {
-        memset(Order::on(driver()?, s, false)?, dst, pitch, 4, v, w, hgt)
-    }
-
-    fn cuMemsetD2D32Async_ptsz(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, hgt: usize, s: Handle) {
-        memset(Order::on(driver()?, s, true)?, dst, pitch, 4, v, w, hgt)
-    }
-
-    fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) {
+    fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) proc(cuMemAllocHost 3020) {
         if pp.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         put(pp, host_alloc(size, 0)?)
     }
 
-    fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, flags: c_uint) {
+    fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, flags: c_uint) proc(cuMemHostAlloc 2020) {
         if pp.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
         put(pp, host_alloc(size, flags)?)
     }
 
-    fn cuMemFreeHost(p: *mut c_void) {
+    fn cuMemFreeHost(p: *mut c_void) proc(cuMemFreeHost 2000) {
         let d = driver()?;
         let r = d
             .objects_mut()
@@ -978,7 +862,7 @@ entry! {
         Ok(())
     }
 
-    fn cuMemHostRegister_v2(p: *mut c_void, size: usize, flags: c_uint) {
+    fn cuMemHostRegister_v2(p: *mut c_void, size: usize, flags: c_uint) proc(cuMemHostRegister 4000, 6050) {
         let d = driver()?;
         if p.is_null() || size == 0 {
             return Err(Status::ERROR_INVALID_VALUE);
@@ -990,7 +874,7 @@ entry! {
         Ok(())
     }
 
-    fn cuMemHostUnregister(p: *mut c_void) {
+    fn cuMemHostUnregister(p: *mut c_void) proc(cuMemHostUnregister 4000) {
         let d = driver()?;
         let mut o = d.objects_mut();
         match o.host.get(&(p as usize)) {
@@ -1002,18 +886,18 @@ entry! {
         }
     }
 
-    fn cuMemHostGetFlags(flags: *mut c_uint, p: *mut c_void) {
+    fn cuMemHostGetFlags(flags: *mut c_uint, p: *mut c_void) proc(cuMemHostGetFlags 2030) {
         let d = driver()?;
         let (_, r) = host_range(d, p as usize).ok_or(Status::ERROR_INVALID_VALUE)?;
         put(flags, r.flags)
     }
 
-    fn cuMemHostGetDevicePointer_v2(_dptr: *mut CUdeviceptr, _p: *mut c_void, _flags: c_uint) {
+    fn cuMemHostGetDevicePointer_v2(_dptr: *mut CUdeviceptr, _p: *mut c_void, _flags: c_uint) proc(cuMemHostGetDevicePointer 3020) {
         // Mapped (zero-copy) host memory needs the device to reach guest memory directly.
         Err(Status(crate::ffi::not_supported("cuMemHostGetDevicePointer")))
     }
 
-    fn cuPointerGetAttribute(data: *mut c_void, attribute: c_uint, p: CUdeviceptr) {
+    fn cuPointerGetAttribute(data: *mut c_void, attribute: c_uint, p: CUdeviceptr) proc(cuPointerGetAttribute 4000) {
         let d = driver()?;
         if data.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
@@ -1025,7 +909,7 @@ entry! {
         }
     }
 
-    fn cuPointerGetAttributes(n: c_uint, attrs: *const c_uint, data: *mut *mut c_void, p: CUdeviceptr) {
+    fn cuPointerGetAttributes(n: c_uint, attrs: *const c_uint, data: *mut *mut c_void, p: CUdeviceptr) proc(cuPointerGetAttributes 7000) {
         let d = driver()?;
         if attrs.is_null() || data.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
@@ -1052,7 +936,7 @@ entry! {
         Ok(())
     }
 
-    fn cuPointerSetAttribute(_value: *const c_void, _attribute: c_uint, _p: CUdeviceptr) {
+    fn cuPointerSetAttribute(_value: *const c_void, _attribute: c_uint, _p: CUdeviceptr) proc(cuPointerSetAttribute 6000) {
         Ok(())
     }
 }

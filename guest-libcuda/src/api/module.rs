@@ -299,23 +299,23 @@ fn func_set_attribute(attrib: c_uint, value: c_int, f: u64) -> R<()> {
 }
 
 entry! {
-    fn cuModuleLoad(module: *mut Handle, fname: *const c_char) {
+    fn cuModuleLoad(module: *mut Handle, fname: *const c_char) proc(cuModuleLoad 2000) {
         load(module, file_image(fname))
     }
 
-    fn cuModuleLoadData(module: *mut Handle, image: *const c_void) {
+    fn cuModuleLoadData(module: *mut Handle, image: *const c_void) proc(cuModuleLoadData 2000) {
         load(module, image_bytes(image))
     }
 
-    fn cuModuleLoadDataEx(module: *mut Handle, image: *const c_void, _n: c_uint, _opts: *mut c_uint, _vals: *mut *mut c_void) {
+    fn cuModuleLoadDataEx(module: *mut Handle, image: *const c_void, _n: c_uint, _opts: *mut c_uint, _vals: *mut *mut c_void) proc(cuModuleLoadDataEx 2010) {
         load(module, image_bytes(image))
     }
 
-    fn cuModuleLoadFatBinary(module: *mut Handle, fatbin: *const c_void) {
+    fn cuModuleLoadFatBinary(module: *mut Handle, fatbin: *const c_void) proc(cuModuleLoadFatBinary 2000) {
         load(module, image_bytes(fatbin))
     }
 
-    fn cuModuleUnload(module: Handle) {
+    fn cuModuleUnload(module: Handle) proc(cuModuleUnload 2000) {
         let d = driver()?;
         let module = h(module);
         let m = d.objects_mut().modules.remove(&module).ok_or(Status::ERROR_INVALID_HANDLE)?;
@@ -323,7 +323,7 @@ entry! {
         d.send(&p::ModuleUnload { ctx: m.ctx, module })
     }
 
-    fn cuModuleGetFunction(func: *mut Handle, module: Handle, name: *const c_char) {
+    fn cuModuleGetFunction(func: *mut Handle, module: Handle, name: *const c_char) proc(cuModuleGetFunction 2000) {
         let d = driver()?;
         if func.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
@@ -332,7 +332,7 @@ entry! {
         put(func, ptr(f))
     }
 
-    fn cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, size: *mut usize, module: Handle, name: *const c_char) {
+    fn cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, size: *mut usize, module: Handle, name: *const c_char) proc(cuModuleGetGlobal 3020) {
         let d = driver()?;
         let module = h(module);
         let ctx = d.objects().modules.get(&module).map(|m| m.ctx).ok_or(Status::ERROR_INVALID_HANDLE)?;
@@ -346,56 +346,66 @@ entry! {
         Ok(())
     }
 
-    fn cuModuleGetLoadingMode(mode: *mut c_uint) {
+    fn cuModuleGetFunctionCount(count: *mut c_uint, module: Handle) proc(cuModuleGetFunctionCount 12040) {
+        let d = driver()?;
+        if count.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        let module = h(module);
+        let ctx = d.objects().modules.get(&module).map(|m| m.ctx).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        put(count, d.call(&p::ModuleGetFunctionCount { ctx, module })?.count)
+    }
+
+    fn cuModuleGetLoadingMode(mode: *mut c_uint) proc(cuModuleGetLoadingMode 11070) {
         put(mode, 1) // CU_MODULE_EAGER_LOADING
     }
 
-    fn cuFuncGetAttribute(value: *mut c_int, attrib: c_uint, func: Handle) {
+    fn cuFuncGetAttribute(value: *mut c_int, attrib: c_uint, func: Handle) proc(cuFuncGetAttribute 2020) {
         func_get_attribute(value, attrib, h(func))
     }
 
-    fn cuFuncSetAttribute(func: Handle, attrib: c_uint, value: c_int) {
+    fn cuFuncSetAttribute(func: Handle, attrib: c_uint, value: c_int) proc(cuFuncSetAttribute 9000) {
         func_set_attribute(attrib, value, h(func))
     }
 
-    fn cuFuncSetCacheConfig(func: Handle, _config: c_uint) {
+    fn cuFuncSetCacheConfig(func: Handle, _config: c_uint) proc(cuFuncSetCacheConfig 3000) {
         resolve_function(driver()?, h(func)).map(|_| ())
     }
 
-    fn cuFuncSetSharedMemConfig(func: Handle, _config: c_uint) {
+    fn cuFuncSetSharedMemConfig(func: Handle, _config: c_uint) proc(cuFuncSetSharedMemConfig 4020) {
         resolve_function(driver()?, h(func)).map(|_| ())
     }
 
-    fn cuFuncGetModule(module: *mut Handle, func: Handle) {
+    fn cuFuncGetModule(module: *mut Handle, func: Handle) proc(cuFuncGetModule 11000) {
         let d = driver()?;
         let m = d.objects().functions.get(&h(func)).map(|f| f.module).ok_or(Status::ERROR_INVALID_HANDLE)?;
         put(module, ptr(m))
     }
 
-    fn cuFuncGetName(name: *mut *const c_char, func: Handle) {
+    fn cuFuncGetName(name: *mut *const c_char, func: Handle) proc(cuFuncGetName 12030) {
         let d = driver()?;
         let n = d.objects().functions.get(&h(func)).map(|f| f.name.clone()).ok_or(Status::ERROR_INVALID_HANDLE)?;
         put(name, leak_cstr(&n))
     }
 
-    fn cuFuncIsLoaded(state: *mut c_uint, func: Handle) {
+    fn cuFuncIsLoaded(state: *mut c_uint, func: Handle) proc(cuFuncIsLoaded 12040) {
         resolve_function(driver()?, h(func))?;
         put(state, 1) // CU_FUNCTION_LOADING_STATE_LOADED
     }
 
-    fn cuFuncLoad(func: Handle) {
+    fn cuFuncLoad(func: Handle) proc(cuFuncLoad 12040) {
         resolve_function(driver()?, h(func)).map(|_| ())
     }
 
-    fn cuLibraryLoadData(lib: *mut Handle, code: *const c_void, _jo: *mut c_uint, _jv: *mut *mut c_void, _nj: c_uint, _lo: *mut c_uint, _lv: *mut *mut c_void, _nl: c_uint) {
+    fn cuLibraryLoadData(lib: *mut Handle, code: *const c_void, _jo: *mut c_uint, _jv: *mut *mut c_void, _nj: c_uint, _lo: *mut c_uint, _lv: *mut *mut c_void, _nl: c_uint) proc(cuLibraryLoadData 12000) {
         library_load(lib, image_bytes(code))
     }
 
-    fn cuLibraryLoadFromFile(lib: *mut Handle, fname: *const c_char, _jo: *mut c_uint, _jv: *mut *mut c_void, _nj: c_uint, _lo: *mut c_uint, _lv: *mut *mut c_void, _nl: c_uint) {
+    fn cuLibraryLoadFromFile(lib: *mut Handle, fname: *const c_char, _jo: *mut c_uint, _jv: *mut *mut c_void, _nj: c_uint, _lo: *mut c_uint, _lv: *mut *mut c_void, _nl: c_uint) proc(cuLibraryLoadFromFile 12000) {
         library_load(lib, file_image(fname))
     }
 
-    fn cuLibraryUnload(lib: Handle) {
+    fn cuLibraryUnload(lib: Handle) proc(cuLibraryUnload 12000) {
         let d = driver()?;
         let l = d.objects_mut().libraries.remove(&h(lib)).ok_or(Status::ERROR_INVALID_HANDLE)?;
         for (ctx, module) in l.modules {
@@ -407,7 +417,7 @@ entry! {
         Ok(())
     }
 
-    fn cuLibraryGetKernel(kernel: *mut Handle, lib: Handle, name: *const c_char) {
+    fn cuLibraryGetKernel(kernel: *mut Handle, lib: Handle, name: *const c_char) proc(cuLibraryGetKernel 12000) {
         let d = driver()?;
         let name = cstr(name)?;
         let lib = h(lib);
@@ -430,31 +440,31 @@ entry! {
         put(kernel, ptr(k))
     }
 
-    fn cuLibraryGetModule(module: *mut Handle, lib: Handle) {
+    fn cuLibraryGetModule(module: *mut Handle, lib: Handle) proc(cuLibraryGetModule 12000) {
         let d = driver()?;
         let m = library_module(d, h(lib))?;
         put(module, ptr(m))
     }
 
-    fn cuKernelGetFunction(func: *mut Handle, kernel: Handle) {
+    fn cuKernelGetFunction(func: *mut Handle, kernel: Handle) proc(cuKernelGetFunction 12000) {
         let d = driver()?;
         let f = kernel_function(d, h(kernel))?;
         put(func, ptr(f))
     }
 
-    fn cuKernelGetLibrary(lib: *mut Handle, kernel: Handle) {
+    fn cuKernelGetLibrary(lib: *mut Handle, kernel: Handle) proc(cuKernelGetLibrary 12050) {
         let d = driver()?;
         let l = d.objects().kernels.get(&h(kernel)).map(|k| k.library).ok_or(Status::ERROR_INVALID_HANDLE)?;
         put(lib, ptr(l))
     }
 
-    fn cuKernelGetName(name: *mut *const c_char, kernel: Handle) {
+    fn cuKernelGetName(name: *mut *const c_char, kernel: Handle) proc(cuKernelGetName 12030) {
         let d = driver()?;
         let n = d.objects().kernels.get(&h(kernel)).map(|k| k.name.clone()).ok_or(Status::ERROR_INVALID_HANDLE)?;
         put(name, leak_cstr(&n))
     }
 
-    fn cuLibraryGetGlobal(dptr: *mut CUdeviceptr, size: *mut usize, lib: Handle, name: *const c_char) {
+    fn cuLibraryGetGlobal(dptr: *mut CUdeviceptr, size: *mut usize, lib: Handle, name: *const c_char) proc(cuLibraryGetGlobal 12000) {
         let d = driver()?;
         let module = library_module(d, h(lib))?;
         let ctx = d.current_ctx()?;
@@ -468,15 +478,15 @@ entry! {
         Ok(())
     }
 
-    fn cuKernelGetAttribute(value: *mut c_int, attrib: c_uint, kernel: Handle, _dev: CUdevice) {
+    fn cuKernelGetAttribute(value: *mut c_int, attrib: c_uint, kernel: Handle, _dev: CUdevice) proc(cuKernelGetAttribute 12000) {
         func_get_attribute(value, attrib, h(kernel))
     }
 
-    fn cuKernelSetAttribute(attrib: c_uint, value: c_int, kernel: Handle, _dev: CUdevice) {
+    fn cuKernelSetAttribute(attrib: c_uint, value: c_int, kernel: Handle, _dev: CUdevice) proc(cuKernelSetAttribute 12000) {
         func_set_attribute(attrib, value, h(kernel))
     }
 
-    fn cuKernelSetCacheConfig(kernel: Handle, _config: c_uint, _dev: CUdevice) {
+    fn cuKernelSetCacheConfig(kernel: Handle, _config: c_uint, _dev: CUdevice) proc(cuKernelSetCacheConfig 12000) {
         resolve_function(driver()?, h(kernel)).map(|_| ())
     }
 }

@@ -207,70 +207,46 @@ unsafe fn potential_block_size(
 }
 
 entry! {
-    fn cuStreamCreate(stream: *mut Handle, flags: c_uint) {
+    fn cuStreamCreate(stream: *mut Handle, flags: c_uint) proc(cuStreamCreate 2000) {
         create(stream, flags, 0)
     }
 
-    fn cuStreamCreateWithPriority(stream: *mut Handle, flags: c_uint, priority: c_int) {
+    fn cuStreamCreateWithPriority(stream: *mut Handle, flags: c_uint, priority: c_int) proc(cuStreamCreateWithPriority 5050) {
         create(stream, flags, priority)
     }
 
-    fn cuStreamDestroy_v2(stream: Handle) {
+    fn cuStreamDestroy_v2(stream: Handle) proc(cuStreamDestroy 4000) {
         let d = driver()?;
         let s = h(stream);
         let (ctx, _, _) = d.objects_mut().streams.remove(&s).ok_or(Status::ERROR_INVALID_HANDLE)?;
         d.send(&p::StreamDestroy { ctx, stream: s })
     }
 
-    fn cuStreamSynchronize(stream: Handle) {
-        synchronize(stream, false)
+    fn cuStreamSynchronize(stream: Handle) proc(cuStreamSynchronize 2000) per_thread(cuStreamSynchronize_ptsz, ptds) {
+        synchronize(stream, ptds)
     }
 
-    fn cuStreamSynchronize_ptsz(stream: Handle) {
-        synchronize(stream, true)
+    fn cuStreamQuery(stream: Handle) proc(cuStreamQuery 2000) per_thread(cuStreamQuery_ptsz, ptds) {
+        query(stream, ptds)
     }
 
-    fn cuStreamQuery(stream: Handle) {
-        query(stream, false)
+    fn cuStreamWaitEvent(stream: Handle, event: Handle, flags: c_uint) proc(cuStreamWaitEvent 3020) per_thread(cuStreamWaitEvent_ptsz, ptds) {
+        wait_event(stream, event, flags, ptds)
     }
 
-    fn cuStreamQuery_ptsz(stream: Handle) {
-        query(stream, true)
-    }
-
-    fn cuStreamWaitEvent(stream: Handle, event: Handle, flags: c_uint) {
-        wait_event(stream, event, flags, false)
-    }
-
-    fn cuStreamWaitEvent_ptsz(stream: Handle, event: Handle, flags: c_uint) {
-        wait_event(stream, event, flags, true)
-    }
-
-    fn cuStreamGetPriority(stream: Handle, priority: *mut c_int) {
+    fn cuStreamGetPriority(stream: Handle, priority: *mut c_int) proc(cuStreamGetPriority 5050) per_thread(cuStreamGetPriority_ptsz, _ptds) {
         put(priority, stream_info(driver()?, stream)?.2)
     }
 
-    fn cuStreamGetPriority_ptsz(stream: Handle, priority: *mut c_int) {
-        put(priority, stream_info(driver()?, stream)?.2)
-    }
-
-    fn cuStreamGetFlags(stream: Handle, flags: *mut c_uint) {
+    fn cuStreamGetFlags(stream: Handle, flags: *mut c_uint) proc(cuStreamGetFlags 5050) per_thread(cuStreamGetFlags_ptsz, _ptds) {
         put(flags, stream_info(driver()?, stream)?.1)
     }
 
-    fn cuStreamGetFlags_ptsz(stream: Handle, flags: *mut c_uint) {
-        put(flags, stream_info(driver()?, stream)?.1)
-    }
-
-    fn cuStreamGetCtx(stream: Handle, ctx: *mut Handle) {
+    fn cuStreamGetCtx(stream: Handle, ctx: *mut Handle) proc(cuStreamGetCtx 9020) per_thread(cuStreamGetCtx_ptsz, _ptds) {
         put(ctx, ptr(stream_info(driver()?, stream)?.0))
     }
 
-    fn cuStreamGetCtx_ptsz(stream: Handle, ctx: *mut Handle) {
-        put(ctx, ptr(stream_info(driver()?, stream)?.0))
-    }
-
-    fn cuStreamGetCtx_v2(stream: Handle, ctx: *mut Handle, green: *mut Handle) {
+    fn cuStreamGetCtx_v2(stream: Handle, ctx: *mut Handle, green: *mut Handle) proc(cuStreamGetCtx 12050) per_thread(cuStreamGetCtx_v2_ptsz, _ptds) {
         put(ctx, ptr(stream_info(driver()?, stream)?.0))?;
         if !green.is_null() {
             put(green, std::ptr::null_mut())?;
@@ -278,49 +254,24 @@ entry! {
         Ok(())
     }
 
-    fn cuStreamGetCtx_v2_ptsz(stream: Handle, ctx: *mut Handle, green: *mut Handle) {
-        put(ctx, ptr(stream_info(driver()?, stream)?.0))?;
-        if !green.is_null() {
-            put(green, std::ptr::null_mut())?;
-        }
-        Ok(())
-    }
-
-    fn cuStreamGetId(stream: Handle, id: *mut c_ulonglong) {
+    fn cuStreamGetId(stream: Handle, id: *mut c_ulonglong) proc(cuStreamGetId 12000) per_thread(cuStreamGetId_ptsz, _ptds) {
         stream_info(driver()?, stream)?;
         put(id, h(stream))
     }
 
-    fn cuStreamGetId_ptsz(stream: Handle, id: *mut c_ulonglong) {
-        stream_info(driver()?, stream)?;
-        put(id, h(stream))
-    }
-
-    fn cuStreamGetDevice(stream: Handle, dev: *mut c_int) {
+    fn cuStreamGetDevice(stream: Handle, dev: *mut c_int) proc(cuStreamGetDevice 12080) per_thread(cuStreamGetDevice_ptsz, _ptds) {
         let d = driver()?;
         let ctx = stream_info(d, stream)?.0;
         let device = d.objects().contexts.get(&ctx).map(|c| c.device).ok_or(Status::ERROR_INVALID_CONTEXT)?;
         put(dev, device)
     }
 
-    fn cuStreamGetDevice_ptsz(stream: Handle, dev: *mut c_int) {
-        let d = driver()?;
-        let ctx = stream_info(d, stream)?.0;
-        let device = d.objects().contexts.get(&ctx).map(|c| c.device).ok_or(Status::ERROR_INVALID_CONTEXT)?;
-        put(dev, device)
-    }
-
-    fn cuStreamIsCapturing(stream: Handle, status: *mut c_uint) {
+    fn cuStreamIsCapturing(stream: Handle, status: *mut c_uint) proc(cuStreamIsCapturing 10000) per_thread(cuStreamIsCapturing_ptsz, _ptds) {
         stream_info(driver()?, stream)?;
         put(status, 0) // CU_STREAM_CAPTURE_STATUS_NONE
     }
 
-    fn cuStreamIsCapturing_ptsz(stream: Handle, status: *mut c_uint) {
-        stream_info(driver()?, stream)?;
-        put(status, 0)
-    }
-
-    fn cuStreamGetCaptureInfo(stream: Handle, status: *mut c_uint, id: *mut u64) {
+    fn cuStreamGetCaptureInfo(stream: Handle, status: *mut c_uint, id: *mut u64) proc(cuStreamGetCaptureInfo 10010) per_thread(cuStreamGetCaptureInfo_ptsz, _ptds) {
         stream_info(driver()?, stream)?;
         put(status, 0)?;
         if !id.is_null() {
@@ -329,24 +280,15 @@ entry! {
         Ok(())
     }
 
-    fn cuStreamGetCaptureInfo_ptsz(stream: Handle, status: *mut c_uint, id: *mut u64) {
-        stream_info(driver()?, stream)?;
-        put(status, 0)?;
-        if !id.is_null() {
-            put(id, 0)?;
-        }
+    fn cuProfilerStart() proc(cuProfilerStart 4000) {
         Ok(())
     }
 
-    fn cuProfilerStart() {
+    fn cuProfilerStop() proc(cuProfilerStop 4000) {
         Ok(())
     }
 
-    fn cuProfilerStop() {
-        Ok(())
-    }
-
-    fn cuStreamGetCaptureInfo_v2(stream: Handle, status: *mut c_uint, id: *mut u64, graph: *mut Handle, deps: *mut *const Handle, num: *mut usize) {
+    fn cuStreamGetCaptureInfo_v2(stream: Handle, status: *mut c_uint, id: *mut u64, graph: *mut Handle, deps: *mut *const Handle, num: *mut usize) proc(cuStreamGetCaptureInfo 11030) {
         stream_info(driver()?, stream)?;
         put(status, 0)?;
         for (p, v) in [(id.cast::<usize>(), 0), (graph.cast(), 0), (deps.cast(), 0), (num, 0)] {
@@ -357,7 +299,7 @@ entry! {
         Ok(())
     }
 
-    fn cuStreamGetCaptureInfo_v3(stream: Handle, status: *mut c_uint, id: *mut u64, graph: *mut Handle, deps: *mut *const Handle, edges: *mut *const c_void, num: *mut usize) {
+    fn cuStreamGetCaptureInfo_v3(stream: Handle, status: *mut c_uint, id: *mut u64, graph: *mut Handle, deps: *mut *const Handle, edges: *mut *const c_void, num: *mut usize) proc(cuStreamGetCaptureInfo 12030) {
         stream_info(driver()?, stream)?;
         put(status, 0)?;
         for (p, v) in [(id.cast::<usize>(), 0), (graph.cast(), 0), (deps.cast(), 0), (edges.cast(), 0), (num, 0)] {
@@ -368,7 +310,7 @@ entry! {
         Ok(())
     }
 
-    fn cuThreadExchangeStreamCaptureMode(mode: *mut c_uint) {
+    fn cuThreadExchangeStreamCaptureMode(mode: *mut c_uint) proc(cuThreadExchangeStreamCaptureMode 10010) {
         if mode.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
@@ -377,23 +319,15 @@ entry! {
         Ok(())
     }
 
-    fn cuLaunchHostFunc(stream: Handle, f: HostFn, data: *mut c_void) {
-        host_func(stream, f, data, false)
+    fn cuLaunchHostFunc(stream: Handle, f: HostFn, data: *mut c_void) proc(cuLaunchHostFunc 10000) per_thread(cuLaunchHostFunc_ptsz, ptds) {
+        host_func(stream, f, data, ptds)
     }
 
-    fn cuLaunchHostFunc_ptsz(stream: Handle, f: HostFn, data: *mut c_void) {
-        host_func(stream, f, data, true)
+    fn cuStreamAddCallback(stream: Handle, cb: StreamCallback, data: *mut c_void, _flags: c_uint) proc(cuStreamAddCallback 5000) per_thread(cuStreamAddCallback_ptsz, ptds) {
+        add_callback(stream, cb, data, ptds)
     }
 
-    fn cuStreamAddCallback(stream: Handle, cb: StreamCallback, data: *mut c_void, _flags: c_uint) {
-        add_callback(stream, cb, data, false)
-    }
-
-    fn cuStreamAddCallback_ptsz(stream: Handle, cb: StreamCallback, data: *mut c_void, _flags: c_uint) {
-        add_callback(stream, cb, data, true)
-    }
-
-    fn cuEventCreate(event: *mut Handle, flags: c_uint) {
+    fn cuEventCreate(event: *mut Handle, flags: c_uint) proc(cuEventCreate 2000) {
         if event.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
@@ -405,66 +339,58 @@ entry! {
         put(event, ptr(e))
     }
 
-    fn cuEventDestroy_v2(event: Handle) {
+    fn cuEventDestroy_v2(event: Handle) proc(cuEventDestroy 4000) {
         let d = driver()?;
         let (ctx, _) = d.objects_mut().events.remove(&h(event)).ok_or(Status::ERROR_INVALID_HANDLE)?;
         d.send(&p::EventDestroy { ctx, event: h(event) })
     }
 
-    fn cuEventRecord(event: Handle, stream: Handle) {
-        record(event, stream, false)
+    fn cuEventRecord(event: Handle, stream: Handle) proc(cuEventRecord 2000) per_thread(cuEventRecord_ptsz, ptds) {
+        record(event, stream, ptds)
     }
 
-    fn cuEventRecord_ptsz(event: Handle, stream: Handle) {
-        record(event, stream, true)
+    fn cuEventRecordWithFlags(event: Handle, stream: Handle, _flags: c_uint) proc(cuEventRecordWithFlags 11010) per_thread(cuEventRecordWithFlags_ptsz, ptds) {
+        record(event, stream, ptds)
     }
 
-    fn cuEventRecordWithFlags(event: Handle, stream: Handle, _flags: c_uint) {
-        record(event, stream, false)
-    }
-
-    fn cuEventRecordWithFlags_ptsz(event: Handle, stream: Handle, _flags: c_uint) {
-        record(event, stream, true)
-    }
-
-    fn cuEventQuery(event: Handle) {
+    fn cuEventQuery(event: Handle) proc(cuEventQuery 2000) {
         let d = driver()?;
         let ctx = event_ctx(d, event)?;
         d.call(&p::EventQuery { ctx, event: h(event) }).map(|_| ())
     }
 
-    fn cuEventSynchronize(event: Handle) {
+    fn cuEventSynchronize(event: Handle) proc(cuEventSynchronize 2000) {
         let d = driver()?;
         let ctx = event_ctx(d, event)?;
         d.call(&p::EventSynchronize { ctx, event: h(event) })?;
         crate::api::managed::sync_point(d)
     }
 
-    fn cuEventElapsedTime(ms: *mut c_float, start: Handle, end: Handle) {
+    fn cuEventElapsedTime(ms: *mut c_float, start: Handle, end: Handle) proc(cuEventElapsedTime 2000) {
         elapsed(ms, start, end)
     }
 
-    fn cuEventElapsedTime_v2(ms: *mut c_float, start: Handle, end: Handle) {
+    fn cuEventElapsedTime_v2(ms: *mut c_float, start: Handle, end: Handle) proc(cuEventElapsedTime 12080) {
         elapsed(ms, start, end)
     }
 
-    fn cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks: *mut c_int, func: Handle, block_size: c_int, dyn_smem: usize) {
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks: *mut c_int, func: Handle, block_size: c_int, dyn_smem: usize) proc(cuOccupancyMaxActiveBlocksPerMultiprocessor 6050) {
         put(blocks, occupancy(func, block_size, dyn_smem, 0)?)
     }
 
-    fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks: *mut c_int, func: Handle, block_size: c_int, dyn_smem: usize, flags: c_uint) {
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks: *mut c_int, func: Handle, block_size: c_int, dyn_smem: usize, flags: c_uint) proc(cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags 7000) {
         put(blocks, occupancy(func, block_size, dyn_smem, flags)?)
     }
 
-    fn cuOccupancyMaxPotentialBlockSize(min_grid: *mut c_int, block_size: *mut c_int, func: Handle, b2d: B2DSize, dyn_smem: usize, limit: c_int) {
+    fn cuOccupancyMaxPotentialBlockSize(min_grid: *mut c_int, block_size: *mut c_int, func: Handle, b2d: B2DSize, dyn_smem: usize, limit: c_int) proc(cuOccupancyMaxPotentialBlockSize 6050) {
         potential_block_size(min_grid, block_size, func, b2d, dyn_smem, limit, 0)
     }
 
-    fn cuOccupancyMaxPotentialBlockSizeWithFlags(min_grid: *mut c_int, block_size: *mut c_int, func: Handle, b2d: B2DSize, dyn_smem: usize, limit: c_int, flags: c_uint) {
+    fn cuOccupancyMaxPotentialBlockSizeWithFlags(min_grid: *mut c_int, block_size: *mut c_int, func: Handle, b2d: B2DSize, dyn_smem: usize, limit: c_int, flags: c_uint) proc(cuOccupancyMaxPotentialBlockSizeWithFlags 7000) {
         potential_block_size(min_grid, block_size, func, b2d, dyn_smem, limit, flags)
     }
 
-    fn cuOccupancyAvailableDynamicSMemPerBlock(smem: *mut usize, func: Handle, _blocks: c_int, _block_size: c_int) {
+    fn cuOccupancyAvailableDynamicSMemPerBlock(smem: *mut usize, func: Handle, _blocks: c_int, _block_size: c_int) proc(cuOccupancyAvailableDynamicSMemPerBlock 10020) {
         let d = driver()?;
         let f = resolve_function(d, h(func))?;
         let stat = d.objects().functions.get(&f).map(|e| e.info.static_shared_bytes).unwrap_or(0);

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use virtio_cuda::protocol::{DeviceInfoReply, Status};
 
-use crate::backend::{BResult, Backend, BackendSession};
+use crate::backend::{BResult, Backend};
+use crate::session::{Session, SessionInit};
 
 pub use device::DRIVER_VERSION;
 
@@ -86,13 +87,14 @@ impl Backend for CpuBackend {
         self.allocated.load(Ordering::SeqCst)
     }
 
-    fn open_session(&self, session_id: u64, _quota: u64) -> BResult<Box<dyn BackendSession>> {
-        let base = VA_BASE + (session_id % VA_WINDOWS) * VA_WINDOW;
-        Ok(Box::new(session::CpuSession::new(
+    fn open_session(&self, init: SessionInit) -> BResult<Session> {
+        let base = VA_BASE + (init.id % VA_WINDOWS) * VA_WINDOW;
+        let be = session::CpuSession::new(
             base,
             VA_WINDOW,
             self.config.clone(),
             Arc::clone(&self.allocated),
-        )))
+        );
+        Ok(Session::new(init, be))
     }
 }

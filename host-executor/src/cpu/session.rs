@@ -1,5 +1,6 @@
 //! One session's objects in the cpu backend.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,9 +14,7 @@ use virtio_cuda::shm::SharedRegion;
 
 use super::device::{MAX_THREADS_PER_BLOCK, SHARED_PER_BLOCK, SHARED_PER_BLOCK_OPTIN};
 use super::CpuConfig;
-use crate::backend::{
-    BResult, BackendSession, LaunchParams, LoadError, ObjId, OutputSink, VaRange, DEFAULT_STREAM,
-};
+use crate::backend::{BResult, BackendSession, LaunchParams, LoadError, OutputSink, VaRange};
 use crate::image;
 
 /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
@@ -25,15 +24,18 @@ const REGION_CHUNK: usize = 1 << 20;
 /// `CU_EVENT_DISABLE_TIMING`.
 const EVENT_DISABLE_TIMING: u32 = 0x2;
 
-struct Func {
-    module: ObjId,
+/// A kernel of a loaded module.
+pub(super) struct CpuFunc {
     kernel: String,
     static_shared: u32,
-    max_dynamic_shared: u32,
+    /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` (set through a shared reference: the
+    /// session hands backends their objects by reference).
+    max_dynamic_shared: Cell<u32>,
 }
 
-struct Event {
-    recorded: Option<Instant>,
+/// An event: work runs eagerly, so an event is complete once recorded.
+pub(super) struct CpuEvent {
+    recorded: Cell<Option<Instant>>,
     timing: bool,
 }
 
@@ -44,12 +46,6 @@ pub(super) struct CpuSession {
     allocated: Arc<AtomicU64>,
     /// Sizes of live allocations (for accounting and `cuMemFree` validation).
     allocations: HashMap<u64, u64>,
-    next_id: ObjId,
-    contexts: HashMap<ObjId, u32>,
-    modules: HashMap<ObjId, LoadedModule>,
-    funcs: HashMap<ObjId, Func>,
-    streams: HashMap<ObjId, ObjId>,
-    events: HashMap<ObjId, Event>,
 }
 
 impl CpuSession {
@@ -60,33 +56,6 @@ impl CpuSession {
             config,
             allocated,
             allocations: HashMap::new(),
-            next_id: 1,
-            contexts: HashMap::new(),
-            modules: HashMap::new(),
-            funcs: HashMap::new(),
-            streams: HashMap::new(),
-            events: HashMap::new(),
-        }
-    }
-
-    fn new_id(&mut self) -> ObjId {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    fn check_ctx(&self, ctx: ObjId) -> BResult<()> {
-        if self.contexts.contains_key(&ctx) {
-            Ok(())
-        } else {
-            Err(Status::ERROR_INVALID_CONTEXT)
-        }
-    }
-
-    fn check_stream(&self, stream: ObjId) -> BResult<()> {
-        if stream == DEFAULT_STREAM || self.streams.contains_key(&stream) {
-            Ok(())
-        } else {
-            Err(Status::ERROR_INVALID_HANDLE)
         }
     }
 }
@@ -120,29 +89,31 @@ fn exec_status(e: &ExecError) -> Status {
 }
 
 impl BackendSession for CpuSession {
+    /// The device ordinal.
+    type Context = u32;
+    /// Work runs eagerly in submission order: a stream needs no state.
+    type Stream = ();
+    type Event = CpuEvent;
+    type Module = LoadedModule;
+    type Function = CpuFunc;
+
     fn va_range(&self) -> VaRange {
         self.va
     }
 
-    fn create_context(&mut self, device: u32, _flags: u32) -> BResult<ObjId> {
-        let id = self.new_id();
-        self.contexts.insert(id, device);
-        Ok(id)
+    fn create_context(&mut self, device: u32, _flags: u32) -> BResult<u32> {
+        Ok(device)
     }
 
-    fn destroy_context(&mut self, ctx: ObjId) -> BResult<()> {
-        self.contexts
-            .remove(&ctx)
-            .map(|_| ())
-            .ok_or(Status::ERROR_INVALID_CONTEXT)
+    fn destroy_context(&mut self, _ctx: u32) -> BResult<()> {
+        Ok(())
     }
 
-    fn synchronize(&mut self, ctx: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)
+    fn synchronize(&mut self, _ctx: &u32) -> BResult<()> {
+        Ok(())
     }
 
-    fn mem_alloc(&mut self, ctx: ObjId, size: u64) -> BResult<u64> {
-        self.check_ctx(ctx)?;
+    fn mem_alloc(&mut self, _ctx: &u32, size: u64) -> BResult<u64> {
         let addr = self
             .arena
             .alloc(size, 256)
@@ -152,8 +123,7 @@ impl BackendSession for CpuSession {
         Ok(addr)
     }
 
-    fn mem_free(&mut self, ctx: ObjId, dptr: u64) -> BResult<()> {
-        self.check_ctx(ctx)?;
+    fn mem_free(&mut self, _ctx: &u32, dptr: u64) -> BResult<()> {
         let size = self
             .allocations
             .remove(&dptr)
@@ -173,27 +143,21 @@ impl BackendSession for CpuSession {
             .ok_or(Status::ERROR_NOT_FOUND)
     }
 
-    fn write(&mut self, ctx: ObjId, stream: ObjId, dst: u64, data: &[u8]) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
+    fn write(&mut self, _ctx: &u32, _stream: Option<&()>, dst: u64, data: &[u8]) -> BResult<()> {
         self.arena.write(dst, data).map_err(mem_status)
     }
 
-    fn read(&mut self, ctx: ObjId, stream: ObjId, src: u64, out: &mut [u8]) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
+    fn read(&mut self, _ctx: &u32, _stream: Option<&()>, src: u64, out: &mut [u8]) -> BResult<()> {
         self.arena.read(src, out).map_err(mem_status)
     }
 
     fn write_region(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        _ctx: &u32,
+        _stream: Option<&()>,
         dst: u64,
         src: SharedRegion<'_>,
     ) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
         let bad = |_| Status::ERROR_INVALID_VALUE;
         // One copy, window → device memory, when no launch holds the allocation.
         match self
@@ -218,13 +182,11 @@ impl BackendSession for CpuSession {
 
     fn read_region(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        _ctx: &u32,
+        _stream: Option<&()>,
         src: u64,
         dst: SharedRegion<'_>,
     ) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
         let bad = |_| Status::ERROR_INVALID_VALUE;
         match self
             .arena
@@ -246,16 +208,21 @@ impl BackendSession for CpuSession {
         }
     }
 
-    fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
+    fn copy(
+        &mut self,
+        _ctx: &u32,
+        _stream: Option<&()>,
+        dst: u64,
+        src: u64,
+        len: u64,
+    ) -> BResult<()> {
         self.arena.copy(dst, src, len).map_err(mem_status)
     }
 
     fn memset(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        _ctx: &u32,
+        _stream: Option<&()>,
         dst: u64,
         pitch: u64,
         elem_size: u8,
@@ -263,8 +230,6 @@ impl BackendSession for CpuSession {
         width: u64,
         height: u64,
     ) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
         let pattern = value.to_le_bytes();
         let pattern = &pattern[..usize::from(elem_size).min(4)];
         for row in 0..height {
@@ -274,11 +239,11 @@ impl BackendSession for CpuSession {
         Ok(())
     }
 
-    fn load_module(&mut self, ctx: ObjId, bytes: &[u8]) -> Result<(ObjId, String), LoadError> {
-        self.check_ctx(ctx).map_err(|status| LoadError {
-            status,
-            log: "invalid context".into(),
-        })?;
+    fn load_module(
+        &mut self,
+        _ctx: &u32,
+        bytes: &[u8],
+    ) -> Result<(LoadedModule, String), LoadError> {
         let img = image::parse(bytes).map_err(|e| LoadError {
             status: Status::ERROR_INVALID_IMAGE,
             log: e.to_string(),
@@ -295,26 +260,15 @@ impl BackendSession for CpuSession {
             status: Status::ERROR_OUT_OF_MEMORY,
             log: e.to_string(),
         })?;
-        let id = self.new_id();
-        self.modules.insert(id, loaded);
-        Ok((id, String::new()))
+        Ok((loaded, String::new()))
     }
 
-    fn unload_module(&mut self, module: ObjId) -> BResult<()> {
-        let m = self
-            .modules
-            .remove(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
-        self.funcs.retain(|_, f| f.module != module);
-        m.unload(&self.arena);
+    fn unload_module(&mut self, module: LoadedModule) -> BResult<()> {
+        module.unload(&self.arena);
         Ok(())
     }
 
-    fn get_function(&mut self, module: ObjId, name: &str) -> BResult<(ObjId, FuncInfo)> {
-        let m = self
-            .modules
-            .get(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn get_function(&mut self, m: &LoadedModule, name: &str) -> BResult<(CpuFunc, FuncInfo)> {
         let k = m
             .module()
             .kernels()
@@ -341,42 +295,36 @@ impl BackendSession for CpuSession {
             ptx_version: 80,
             binary_version: 80,
         };
-        let func = Func {
-            module,
+        let func = CpuFunc {
             kernel: k.name.clone(),
             static_shared: k.static_shared_bytes,
-            max_dynamic_shared: (SHARED_PER_BLOCK as u32).saturating_sub(k.static_shared_bytes),
+            max_dynamic_shared: Cell::new(
+                (SHARED_PER_BLOCK as u32).saturating_sub(k.static_shared_bytes),
+            ),
         };
-        let id = self.new_id();
-        self.funcs.insert(id, func);
-        Ok((id, info))
+        Ok((func, info))
     }
 
-    fn get_global(&mut self, module: ObjId, name: &str) -> BResult<(u64, u64)> {
-        self.modules
-            .get(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?
-            .global(name)
-            .ok_or(Status::ERROR_NOT_FOUND)
+    fn function_count(&mut self, m: &LoadedModule) -> BResult<u32> {
+        u32::try_from(m.module().kernels().len()).map_err(|_| Status::ERROR_INVALID_VALUE)
     }
 
-    fn set_function_attribute(&mut self, func: ObjId, attr: u32, value: i32) -> BResult<()> {
-        let f = self
-            .funcs
-            .get_mut(&func)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn get_global(&mut self, m: &LoadedModule, name: &str) -> BResult<(u64, u64)> {
+        m.global(name).ok_or(Status::ERROR_NOT_FOUND)
+    }
+
+    fn set_function_attribute(&mut self, f: &CpuFunc, attr: u32, value: i32) -> BResult<()> {
         if attr == ATTR_MAX_DYNAMIC_SHARED {
             let v = u32::try_from(value).map_err(|_| Status::ERROR_INVALID_VALUE)?;
             if v.saturating_add(f.static_shared) > SHARED_PER_BLOCK_OPTIN as u32 {
                 return Err(Status::ERROR_INVALID_VALUE);
             }
-            f.max_dynamic_shared = v;
+            f.max_dynamic_shared.set(v);
         }
         Ok(())
     }
 
-    fn occupancy(&mut self, func: ObjId, block_size: u32, dynamic_shared: u64) -> BResult<u32> {
-        let f = self.funcs.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn occupancy(&mut self, f: &CpuFunc, block_size: u32, dynamic_shared: u64) -> BResult<u32> {
         if block_size == 0 || block_size > MAX_THREADS_PER_BLOCK as u32 {
             return Ok(0);
         }
@@ -388,22 +336,15 @@ impl BackendSession for CpuSession {
 
     fn launch(
         &mut self,
-        ctx: ObjId,
-        func: ObjId,
-        stream: ObjId,
+        _ctx: &u32,
+        (f, module): (&CpuFunc, &LoadedModule),
+        _stream: Option<&()>,
         launch: &LaunchParams<'_>,
         output: &mut dyn OutputSink,
     ) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
-        let f = self.funcs.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;
-        if launch.shared_bytes > f.max_dynamic_shared {
+        if launch.shared_bytes > f.max_dynamic_shared.get() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
-        let module = self
-            .modules
-            .get(&f.module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
         let cfg = LaunchConfig {
             grid: launch.grid,
             block: launch.block,
@@ -434,93 +375,61 @@ impl BackendSession for CpuSession {
         }
     }
 
-    fn create_stream(&mut self, ctx: ObjId, _flags: u32, _priority: i32) -> BResult<ObjId> {
-        self.check_ctx(ctx)?;
-        let id = self.new_id();
-        self.streams.insert(id, ctx);
-        Ok(id)
-    }
-
-    fn destroy_stream(&mut self, stream: ObjId) -> BResult<()> {
-        self.streams
-            .remove(&stream)
-            .map(|_| ())
-            .ok_or(Status::ERROR_INVALID_HANDLE)
-    }
-
-    fn stream_synchronize(&mut self, ctx: ObjId, stream: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)
-    }
-
-    fn stream_query(&mut self, ctx: ObjId, stream: ObjId) -> BResult<bool> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
-        Ok(true)
-    }
-
-    fn stream_wait_event(&mut self, ctx: ObjId, stream: ObjId, event: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
-        // Work runs eagerly in submission order, so the event's work is already complete.
-        self.events
-            .get(&event)
-            .map(|_| ())
-            .ok_or(Status::ERROR_INVALID_HANDLE)
-    }
-
-    fn create_event(&mut self, ctx: ObjId, flags: u32) -> BResult<ObjId> {
-        self.check_ctx(ctx)?;
-        let id = self.new_id();
-        self.events.insert(
-            id,
-            Event {
-                recorded: None,
-                timing: flags & EVENT_DISABLE_TIMING == 0,
-            },
-        );
-        Ok(id)
-    }
-
-    fn destroy_event(&mut self, event: ObjId) -> BResult<()> {
-        self.events
-            .remove(&event)
-            .map(|_| ())
-            .ok_or(Status::ERROR_INVALID_HANDLE)
-    }
-
-    fn record_event(&mut self, ctx: ObjId, event: ObjId, stream: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        self.check_stream(stream)?;
-        let e = self
-            .events
-            .get_mut(&event)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
-        e.recorded = Some(Instant::now());
+    fn create_stream(&mut self, _ctx: &u32, _flags: u32, _priority: i32) -> BResult<()> {
         Ok(())
     }
 
-    fn event_query(&mut self, event: ObjId) -> BResult<bool> {
-        self.events
-            .get(&event)
-            .map(|_| true)
-            .ok_or(Status::ERROR_INVALID_HANDLE)
+    fn destroy_stream(&mut self, _stream: ()) -> BResult<()> {
+        Ok(())
     }
 
-    fn event_synchronize(&mut self, event: ObjId) -> BResult<()> {
-        self.event_query(event).map(|_| ())
+    fn stream_synchronize(&mut self, _ctx: &u32, _stream: Option<&()>) -> BResult<()> {
+        Ok(())
     }
 
-    fn event_elapsed_ms(&mut self, start: ObjId, end: ObjId) -> BResult<f32> {
-        let a = self
-            .events
-            .get(&start)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
-        let b = self.events.get(&end).ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn stream_query(&mut self, _ctx: &u32, _stream: Option<&()>) -> BResult<bool> {
+        Ok(true)
+    }
+
+    fn stream_wait_event(
+        &mut self,
+        _ctx: &u32,
+        _stream: Option<&()>,
+        _event: &CpuEvent,
+    ) -> BResult<()> {
+        // Work runs eagerly in submission order, so the event's work is already complete.
+        Ok(())
+    }
+
+    fn create_event(&mut self, _ctx: &u32, flags: u32) -> BResult<CpuEvent> {
+        Ok(CpuEvent {
+            recorded: Cell::new(None),
+            timing: flags & EVENT_DISABLE_TIMING == 0,
+        })
+    }
+
+    fn destroy_event(&mut self, _event: CpuEvent) -> BResult<()> {
+        Ok(())
+    }
+
+    fn record_event(&mut self, _ctx: &u32, e: &CpuEvent, _stream: Option<&()>) -> BResult<()> {
+        e.recorded.set(Some(Instant::now()));
+        Ok(())
+    }
+
+    fn event_query(&mut self, _event: &CpuEvent) -> BResult<bool> {
+        Ok(true)
+    }
+
+    fn event_synchronize(&mut self, _event: &CpuEvent) -> BResult<()> {
+        Ok(())
+    }
+
+    fn event_elapsed_ms(&mut self, a: &CpuEvent, b: &CpuEvent) -> BResult<f32> {
         if !a.timing || !b.timing {
             return Err(Status::ERROR_INVALID_HANDLE);
         }
-        match (a.recorded, b.recorded) {
+        match (a.recorded.get(), b.recorded.get()) {
             (Some(t0), Some(t1)) => {
                 let ms = if t1 >= t0 {
                     (t1 - t0).as_secs_f64() * 1e3

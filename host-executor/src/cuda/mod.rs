@@ -23,7 +23,8 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use virtio_cuda::protocol::{DeviceAttr, DeviceInfoReply, List, Status};
 
-use crate::backend::{BResult, Backend, BackendSession};
+use crate::backend::{BResult, Backend};
+use crate::session::{Session, SessionInit};
 
 /// Why the cuda backend cannot be used here.
 #[derive(Debug, thiserror::Error)]
@@ -136,14 +137,10 @@ impl Backend for CudaBackend {
         self.allocated.load(Ordering::SeqCst)
     }
 
-    fn open_session(&self, session_id: u64, quota: u64) -> BResult<Box<dyn BackendSession>> {
+    fn open_session(&self, init: SessionInit) -> BResult<Session> {
         let dev = self.device(0)?;
-        Ok(Box::new(session::CudaSession::new(
-            session_id,
-            dev,
-            quota,
-            Arc::clone(&self.allocated),
-        )?))
+        let be = session::CudaSession::new(init.id, dev, init.quota, Arc::clone(&self.allocated))?;
+        Ok(Session::new(init, be))
     }
 }
 

@@ -13,12 +13,12 @@ use super::ffi;
 use super::memory::SessionMemory;
 use super::staging::Staging;
 use crate::backend::{
-    BResult, BackendSession, LaunchParams, LoadError, ObjId, OutputSink, VaRange, DEFAULT_STREAM,
+    BResult, BackendSession, LaunchParams, LoadError, OutputSink, StreamRef, VaRange,
 };
 
 /// A loaded module and, when its image carried PTX, the kernels' parameter layouts parsed from
 /// it (used where the driver lacks `cuFuncGetParamInfo`, i.e. before CUDA 12.4).
-struct LoadedModule {
+pub(super) struct LoadedModule {
     raw: sys::CUmodule,
     ptx_params: HashMap<String, Vec<ParamInfo>>,
 }
@@ -50,11 +50,27 @@ fn ptx_param_layouts(image: &[u8]) -> HashMap<String, Vec<ParamInfo>> {
         .collect()
 }
 
-struct Func {
-    module: ObjId,
+/// A kernel and its parameter layout.
+pub(super) struct CudaFunc {
     raw: sys::CUfunction,
     params: Vec<ParamInfo>,
 }
+
+/// A created stream.
+pub(super) struct CudaStream(sys::CUstream);
+/// An event.
+pub(super) struct CudaEvent(sys::CUevent);
+
+// SAFETY: CUDA driver handles may be used from any thread; the session makes its context current
+// on the calling thread before every use, and the executor uses a session (objects included)
+// from one thread at a time.
+unsafe impl Send for CudaStream {}
+// SAFETY: as for `CudaStream`.
+unsafe impl Send for CudaEvent {}
+// SAFETY: as for `CudaStream`.
+unsafe impl Send for CudaFunc {}
+// SAFETY: as for `CudaStream`.
+unsafe impl Send for LoadedModule {}
 
 /// Driver handles of one session. They are only used with the session's context current.
 pub(super) struct CudaSession {
@@ -63,12 +79,6 @@ pub(super) struct CudaSession {
     memory: Option<SessionMemory>,
     staging: Option<Staging>,
     allocated: Arc<AtomicU64>,
-    next_id: ObjId,
-    contexts: HashMap<ObjId, u32>,
-    modules: HashMap<ObjId, LoadedModule>,
-    funcs: HashMap<ObjId, Func>,
-    streams: HashMap<ObjId, sys::CUstream>,
-    events: HashMap<ObjId, sys::CUevent>,
 }
 
 // SAFETY: CUDA driver handles may be used from any thread; the session makes its context current
@@ -91,12 +101,6 @@ impl CudaSession {
             memory: None,
             staging: Some(Staging::new()),
             allocated,
-            next_id: 1,
-            contexts: HashMap::new(),
-            modules: HashMap::new(),
-            funcs: HashMap::new(),
-            streams: HashMap::new(),
-            events: HashMap::new(),
         };
         s.memory = Some(SessionMemory::new(dev, quota)?);
         Ok(s)
@@ -108,26 +112,10 @@ impl CudaSession {
         ffi::call(|| unsafe { sys::cuCtxSetCurrent(self.ctx) })
     }
 
-    fn new_id(&mut self) -> ObjId {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    fn stream(&self, s: ObjId) -> BResult<sys::CUstream> {
-        if s == DEFAULT_STREAM {
-            return Ok(std::ptr::null_mut());
-        }
-        self.streams
-            .get(&s)
-            .copied()
-            .ok_or(Status::ERROR_INVALID_HANDLE)
-    }
-
-    fn event(&self, e: ObjId) -> BResult<sys::CUevent> {
-        self.events
-            .get(&e)
-            .copied()
-            .ok_or(Status::ERROR_INVALID_HANDLE)
+    /// Enters the context and names the driver stream (null: the default stream).
+    fn on(&self, s: Option<&CudaStream>) -> BResult<sys::CUstream> {
+        self.enter()?;
+        Ok(s.map(|s| s.0).unwrap_or(std::ptr::null_mut()))
     }
 
     fn mem(&mut self) -> BResult<&mut SessionMemory> {
@@ -136,14 +124,6 @@ impl CudaSession {
 
     fn staging(&mut self) -> BResult<&mut Staging> {
         self.staging.as_mut().ok_or(Status::ERROR_INVALID_CONTEXT)
-    }
-
-    fn check_ctx(&self, ctx: ObjId) -> BResult<()> {
-        if self.contexts.contains_key(&ctx) {
-            self.enter()
-        } else {
-            Err(Status::ERROR_INVALID_CONTEXT)
-        }
     }
 }
 
@@ -192,6 +172,14 @@ fn func_attr(f: sys::CUfunction, a: sys::CUfunction_attribute) -> u32 {
 }
 
 impl BackendSession for CudaSession {
+    /// All client contexts of a session share the session's CUDA context (one per session
+    /// isolates sessions from each other's sticky errors): a client context is its device.
+    type Context = u32;
+    type Stream = CudaStream;
+    type Event = CudaEvent;
+    type Module = LoadedModule;
+    type Function = CudaFunc;
+
     fn va_range(&self) -> VaRange {
         self.memory
             .as_ref()
@@ -199,29 +187,22 @@ impl BackendSession for CudaSession {
             .unwrap_or(VaRange { base: 0, size: 0 })
     }
 
-    fn create_context(&mut self, device: u32, _flags: u32) -> BResult<ObjId> {
-        // All client contexts of a session share the session's CUDA context (one per session
-        // isolates sessions from each other's sticky errors).
-        let id = self.new_id();
-        self.contexts.insert(id, device);
-        Ok(id)
+    fn create_context(&mut self, device: u32, _flags: u32) -> BResult<u32> {
+        Ok(device)
     }
 
-    fn destroy_context(&mut self, ctx: ObjId) -> BResult<()> {
-        self.contexts
-            .remove(&ctx)
-            .map(|_| ())
-            .ok_or(Status::ERROR_INVALID_CONTEXT)
+    fn destroy_context(&mut self, _ctx: u32) -> BResult<()> {
+        Ok(())
     }
 
-    fn synchronize(&mut self, ctx: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
+    fn synchronize(&mut self, _ctx: &u32) -> BResult<()> {
+        self.enter()?;
         // SAFETY: synchronises the current (session) context.
         ffi::call(|| unsafe { sys::cuCtxSynchronize() })
     }
 
-    fn mem_alloc(&mut self, ctx: ObjId, size: u64) -> BResult<u64> {
-        self.check_ctx(ctx)?;
+    fn mem_alloc(&mut self, _ctx: &u32, size: u64) -> BResult<u64> {
+        self.enter()?;
         let before = self.mem()?.used();
         let dptr = self.mem()?.alloc(size)?;
         let after = self.mem()?.used();
@@ -229,8 +210,8 @@ impl BackendSession for CudaSession {
         Ok(dptr)
     }
 
-    fn mem_free(&mut self, ctx: ObjId, dptr: u64) -> BResult<()> {
-        self.check_ctx(ctx)?;
+    fn mem_free(&mut self, _ctx: &u32, dptr: u64) -> BResult<()> {
+        self.enter()?;
         let before = self.mem()?.used();
         self.mem()?.free(dptr)?;
         let after = self.mem()?.used();
@@ -249,22 +230,32 @@ impl BackendSession for CudaSession {
             .ok_or(Status::ERROR_NOT_FOUND)
     }
 
-    fn write(&mut self, ctx: ObjId, stream: ObjId, dst: u64, data: &[u8]) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+    fn write(
+        &mut self,
+        _ctx: &u32,
+        stream: StreamRef<'_, Self>,
+        dst: u64,
+        data: &[u8],
+    ) -> BResult<()> {
+        let s = self.on(stream)?;
         self.staging()?.write(s, dst, data)
     }
 
-    fn read(&mut self, ctx: ObjId, stream: ObjId, src: u64, out: &mut [u8]) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+    fn read(
+        &mut self,
+        _ctx: &u32,
+        stream: StreamRef<'_, Self>,
+        src: u64,
+        out: &mut [u8],
+    ) -> BResult<()> {
+        let s = self.on(stream)?;
         self.staging()?.read(s, src, out)
     }
 
     fn write_region(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        ctx: &u32,
+        stream: StreamRef<'_, Self>,
         dst: u64,
         src: SharedRegion<'_>,
     ) -> BResult<()> {
@@ -274,8 +265,7 @@ impl BackendSession for CudaSession {
                 .map_err(|_| Status::ERROR_INVALID_VALUE)?;
             return self.write(ctx, stream, dst, &buf);
         }
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+        let s = self.on(stream)?;
         // Window → pinned chunk → DMA: one host copy, as from a client buffer.
         self.staging()?
             .write_with(s, dst, src.len(), &mut |off, buf| {
@@ -286,8 +276,8 @@ impl BackendSession for CudaSession {
 
     fn read_region(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        ctx: &u32,
+        stream: StreamRef<'_, Self>,
         src: u64,
         dst: SharedRegion<'_>,
     ) -> BResult<()> {
@@ -298,8 +288,7 @@ impl BackendSession for CudaSession {
                 .write_at(0, &buf)
                 .map_err(|_| Status::ERROR_INVALID_VALUE);
         }
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+        let s = self.on(stream)?;
         self.staging()?
             .read_with(s, src, dst.len(), &mut |off, bytes| {
                 dst.write_at(off as u64, bytes)
@@ -307,17 +296,23 @@ impl BackendSession for CudaSession {
             })
     }
 
-    fn copy(&mut self, ctx: ObjId, stream: ObjId, dst: u64, src: u64, len: u64) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+    fn copy(
+        &mut self,
+        _ctx: &u32,
+        stream: StreamRef<'_, Self>,
+        dst: u64,
+        src: u64,
+        len: u64,
+    ) -> BResult<()> {
+        let s = self.on(stream)?;
         // SAFETY: device-to-device copy on the session's stream; the driver validates pointers.
         ffi::call(|| unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len as usize, s) })
     }
 
     fn memset(
         &mut self,
-        ctx: ObjId,
-        stream: ObjId,
+        _ctx: &u32,
+        stream: StreamRef<'_, Self>,
         dst: u64,
         pitch: u64,
         elem_size: u8,
@@ -325,8 +320,7 @@ impl BackendSession for CudaSession {
         width: u64,
         height: u64,
     ) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+        let s = self.on(stream)?;
         let (p, w, h) = (pitch as usize, width as usize, height as usize);
         // SAFETY: the driver validates the destination range; arguments are plain values.
         ffi::call(|| unsafe {
@@ -341,12 +335,16 @@ impl BackendSession for CudaSession {
         })
     }
 
-    fn load_module(&mut self, ctx: ObjId, image: &[u8]) -> Result<(ObjId, String), LoadError> {
+    fn load_module(
+        &mut self,
+        _ctx: &u32,
+        image: &[u8],
+    ) -> Result<(LoadedModule, String), LoadError> {
         let le = |status| LoadError {
             status,
             log: String::new(),
         };
-        self.check_ctx(ctx).map_err(le)?;
+        self.enter().map_err(le)?;
         // PTX images must be NUL-terminated; a trailing NUL is harmless for binary images.
         let mut owned = image.to_vec();
         owned.push(0);
@@ -354,33 +352,20 @@ impl BackendSession for CudaSession {
         // (its on-disk JIT cache keeps repeated loads cheap).
         let m = ffi::out_handle(|p| unsafe { sys::cuModuleLoadData(p, owned.as_ptr().cast()) })
             .map_err(le)?;
-        let id = self.new_id();
-        self.modules.insert(
-            id,
-            LoadedModule {
-                raw: m,
-                ptx_params: ptx_param_layouts(image),
-            },
-        );
-        Ok((id, String::new()))
+        let module = LoadedModule {
+            raw: m,
+            ptx_params: ptx_param_layouts(image),
+        };
+        Ok((module, String::new()))
     }
 
-    fn unload_module(&mut self, module: ObjId) -> BResult<()> {
-        let m = self
-            .modules
-            .remove(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
-        self.funcs.retain(|_, f| f.module != module);
+    fn unload_module(&mut self, m: LoadedModule) -> BResult<()> {
         self.enter()?;
-        // SAFETY: our module handle, unloaded once.
+        // SAFETY: our module handle, unloaded once (the session hands it over by value).
         ffi::call(|| unsafe { sys::cuModuleUnload(m.raw) })
     }
 
-    fn get_function(&mut self, module: ObjId, name: &str) -> BResult<(ObjId, FuncInfo)> {
-        let loaded = self
-            .modules
-            .get(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn get_function(&mut self, loaded: &LoadedModule, name: &str) -> BResult<(CudaFunc, FuncInfo)> {
         let m = loaded.raw;
         let ptx_params = loaded.ptx_params.get(name).cloned();
         self.enter()?;
@@ -402,24 +387,20 @@ impl BackendSession for CudaSession {
             ptx_version: func_attr(f, FA::CU_FUNC_ATTRIBUTE_PTX_VERSION),
             binary_version: func_attr(f, FA::CU_FUNC_ATTRIBUTE_BINARY_VERSION),
         };
-        let id = self.new_id();
-        self.funcs.insert(
-            id,
-            Func {
-                module,
-                raw: f,
-                params,
-            },
-        );
-        Ok((id, info))
+        Ok((CudaFunc { raw: f, params }, info))
     }
 
-    fn get_global(&mut self, module: ObjId, name: &str) -> BResult<(u64, u64)> {
-        let m = self
-            .modules
-            .get(&module)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?
-            .raw;
+    fn function_count(&mut self, m: &LoadedModule) -> BResult<u32> {
+        if !ffi::has_symbol("cuModuleGetFunctionCount") {
+            return Err(Status::ERROR_NOT_SUPPORTED);
+        }
+        self.enter()?;
+        // SAFETY: valid out-pointer and module handle.
+        ffi::out::<u32>(|p| unsafe { sys::cuModuleGetFunctionCount(p, m.raw) })
+    }
+
+    fn get_global(&mut self, m: &LoadedModule, name: &str) -> BResult<(u64, u64)> {
+        let m = m.raw;
         self.enter()?;
         let cname = std::ffi::CString::new(name).map_err(|_| Status::ERROR_INVALID_VALUE)?;
         let (mut dptr, mut size) = (0u64, 0usize);
@@ -430,13 +411,8 @@ impl BackendSession for CudaSession {
         Ok((dptr, size as u64))
     }
 
-    fn set_function_attribute(&mut self, func: ObjId, attr: u32, value: i32) -> BResult<()> {
+    fn set_function_attribute(&mut self, f: &CudaFunc, attr: u32, value: i32) -> BResult<()> {
         use sys::CUfunction_attribute as FA;
-        let f = self
-            .funcs
-            .get(&func)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?
-            .raw;
         let a = match attr {
             8 => FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             9 => FA::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
@@ -444,21 +420,16 @@ impl BackendSession for CudaSession {
         };
         self.enter()?;
         // SAFETY: valid function handle and attribute.
-        ffi::call(|| unsafe { sys::cuFuncSetAttribute(f, a, value) })
+        ffi::call(|| unsafe { sys::cuFuncSetAttribute(f.raw, a, value) })
     }
 
-    fn occupancy(&mut self, func: ObjId, block_size: u32, dynamic_shared: u64) -> BResult<u32> {
-        let f = self
-            .funcs
-            .get(&func)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?
-            .raw;
+    fn occupancy(&mut self, f: &CudaFunc, block_size: u32, dynamic_shared: u64) -> BResult<u32> {
         self.enter()?;
         // SAFETY: valid out-pointer and function handle.
         let n: i32 = ffi::out(|p| unsafe {
             sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
                 p,
-                f,
+                f.raw,
                 block_size as i32,
                 dynamic_shared as usize,
             )
@@ -468,15 +439,13 @@ impl BackendSession for CudaSession {
 
     fn launch(
         &mut self,
-        ctx: ObjId,
-        func: ObjId,
-        stream: ObjId,
+        _ctx: &u32,
+        (f, _module): (&CudaFunc, &LoadedModule),
+        stream: StreamRef<'_, Self>,
         launch: &LaunchParams<'_>,
         _output: &mut dyn OutputSink,
     ) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
-        let f = self.funcs.get(&func).ok_or(Status::ERROR_INVALID_HANDLE)?;
+        let s = self.on(stream)?;
         // kernelParams: one pointer per parameter into a private copy of the packed block.
         let mut block = launch.params.to_vec();
         let base = block.as_mut_ptr();
@@ -525,36 +494,28 @@ impl BackendSession for CudaSession {
         })
     }
 
-    fn create_stream(&mut self, ctx: ObjId, flags: u32, priority: i32) -> BResult<ObjId> {
-        self.check_ctx(ctx)?;
+    fn create_stream(&mut self, _ctx: &u32, flags: u32, priority: i32) -> BResult<CudaStream> {
+        self.enter()?;
         // SAFETY: valid out-pointer; flags and priority are passed through as CUDA defines them.
         let s =
             ffi::out_handle(|p| unsafe { sys::cuStreamCreateWithPriority(p, flags, priority) })?;
-        let id = self.new_id();
-        self.streams.insert(id, s);
-        Ok(id)
+        Ok(CudaStream(s))
     }
 
-    fn destroy_stream(&mut self, stream: ObjId) -> BResult<()> {
-        let s = self
-            .streams
-            .remove(&stream)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn destroy_stream(&mut self, s: CudaStream) -> BResult<()> {
         self.enter()?;
-        // SAFETY: our stream, destroyed once.
-        ffi::call(|| unsafe { sys::cuStreamDestroy_v2(s) })
+        // SAFETY: our stream, destroyed once (handed over by value).
+        ffi::call(|| unsafe { sys::cuStreamDestroy_v2(s.0) })
     }
 
-    fn stream_synchronize(&mut self, ctx: ObjId, stream: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+    fn stream_synchronize(&mut self, _ctx: &u32, stream: StreamRef<'_, Self>) -> BResult<()> {
+        let s = self.on(stream)?;
         // SAFETY: our stream (or the null stream).
         ffi::call(|| unsafe { sys::cuStreamSynchronize(s) })
     }
 
-    fn stream_query(&mut self, ctx: ObjId, stream: ObjId) -> BResult<bool> {
-        self.check_ctx(ctx)?;
-        let s = self.stream(stream)?;
+    fn stream_query(&mut self, _ctx: &u32, stream: StreamRef<'_, Self>) -> BResult<bool> {
+        let s = self.on(stream)?;
         // SAFETY: our stream (or the null stream).
         match ffi::call(|| unsafe { sys::cuStreamQuery(s) }) {
             Ok(()) => Ok(true),
@@ -563,61 +524,60 @@ impl BackendSession for CudaSession {
         }
     }
 
-    fn stream_wait_event(&mut self, ctx: ObjId, stream: ObjId, event: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let (s, e) = (self.stream(stream)?, self.event(event)?);
+    fn stream_wait_event(
+        &mut self,
+        _ctx: &u32,
+        stream: StreamRef<'_, Self>,
+        e: &CudaEvent,
+    ) -> BResult<()> {
+        let s = self.on(stream)?;
         // SAFETY: our stream and event.
-        ffi::call(|| unsafe { sys::cuStreamWaitEvent(s, e, 0) })
+        ffi::call(|| unsafe { sys::cuStreamWaitEvent(s, e.0, 0) })
     }
 
-    fn create_event(&mut self, ctx: ObjId, flags: u32) -> BResult<ObjId> {
-        self.check_ctx(ctx)?;
+    fn create_event(&mut self, _ctx: &u32, flags: u32) -> BResult<CudaEvent> {
+        self.enter()?;
         // SAFETY: valid out-pointer; flags as CUDA defines them.
         let e = ffi::out_handle(|p| unsafe { sys::cuEventCreate(p, flags) })?;
-        let id = self.new_id();
-        self.events.insert(id, e);
-        Ok(id)
+        Ok(CudaEvent(e))
     }
 
-    fn destroy_event(&mut self, event: ObjId) -> BResult<()> {
-        let e = self
-            .events
-            .remove(&event)
-            .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    fn destroy_event(&mut self, e: CudaEvent) -> BResult<()> {
         self.enter()?;
-        // SAFETY: our event, destroyed once.
-        ffi::call(|| unsafe { sys::cuEventDestroy_v2(e) })
+        // SAFETY: our event, destroyed once (handed over by value).
+        ffi::call(|| unsafe { sys::cuEventDestroy_v2(e.0) })
     }
 
-    fn record_event(&mut self, ctx: ObjId, event: ObjId, stream: ObjId) -> BResult<()> {
-        self.check_ctx(ctx)?;
-        let (e, s) = (self.event(event)?, self.stream(stream)?);
+    fn record_event(
+        &mut self,
+        _ctx: &u32,
+        e: &CudaEvent,
+        stream: StreamRef<'_, Self>,
+    ) -> BResult<()> {
+        let s = self.on(stream)?;
         // SAFETY: our event and stream.
-        ffi::call(|| unsafe { sys::cuEventRecord(e, s) })
+        ffi::call(|| unsafe { sys::cuEventRecord(e.0, s) })
     }
 
-    fn event_query(&mut self, event: ObjId) -> BResult<bool> {
-        let e = self.event(event)?;
+    fn event_query(&mut self, e: &CudaEvent) -> BResult<bool> {
         self.enter()?;
         // SAFETY: our event.
-        match ffi::call(|| unsafe { sys::cuEventQuery(e) }) {
+        match ffi::call(|| unsafe { sys::cuEventQuery(e.0) }) {
             Ok(()) => Ok(true),
             Err(Status::ERROR_NOT_READY) => Ok(false),
             Err(err) => Err(err),
         }
     }
 
-    fn event_synchronize(&mut self, event: ObjId) -> BResult<()> {
-        let e = self.event(event)?;
+    fn event_synchronize(&mut self, e: &CudaEvent) -> BResult<()> {
         self.enter()?;
         // SAFETY: our event.
-        ffi::call(|| unsafe { sys::cuEventSynchronize(e) })
+        ffi::call(|| unsafe { sys::cuEventSynchronize(e.0) })
     }
 
-    fn event_elapsed_ms(&mut self, start: ObjId, end: ObjId) -> BResult<f32> {
-        let (a, b) = (self.event(start)?, self.event(end)?);
+    fn event_elapsed_ms(&mut self, a: &CudaEvent, b: &CudaEvent) -> BResult<f32> {
         self.enter()?;
         // SAFETY: valid out-pointer and our events.
-        ffi::out(|p| unsafe { sys::cuEventElapsedTime(p, a, b) })
+        ffi::out(|p| unsafe { sys::cuEventElapsedTime(p, a.0, b.0) })
     }
 }
