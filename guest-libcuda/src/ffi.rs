@@ -52,6 +52,38 @@ pub fn not_supported(name: &str) -> CUresult {
     Status::ERROR_NOT_SUPPORTED.0
 }
 
+/// One ABI version of one driver-API name (a `cuGetProcAddress` entry), and its per-thread-default-stream variant if it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub version: i32,
+    pub symbol: &'static str,
+    pub f: usize,
+    /// `(symbol, function)` of the `_ptds`/`_ptsz` variant.
+    pub per_thread: Option<(&'static str, usize)>,
+}
+
+impl Entry {
+    pub const fn new(
+        version: i32,
+        symbol: &'static str,
+        f: usize,
+        per_thread: Option<(&'static str, usize)>,
+    ) -> Entry {
+        Entry {
+            version,
+            symbol,
+            f,
+            per_thread,
+        }
+    }
+
+    /// The `cudaTypedefs.h` version of the per-thread variant: the same ABI version, but
+    /// per-thread default streams exist only from CUDA 7.0.
+    pub fn per_thread_version(&self) -> i32 {
+        self.version.max(7000)
+    }
+}
+
 /// Defines exported driver-API functions whose bodies return `R<()>`, and the module's
 /// `cuGetProcAddress` entries.
 ///
@@ -85,7 +117,7 @@ macro_rules! entry {
 
         /// This module's `cuGetProcAddress` entries: `(name, ABI version)`.
         #[allow(clippy::vec_init_then_push)]
-        pub(crate) fn proc_entries() -> Vec<(&'static str, $crate::procaddr::Entry)> {
+        pub(crate) fn proc_entries() -> Vec<(&'static str, $crate::ffi::Entry)> {
             #[allow(unused_mut)]
             let mut v = Vec::new();
             $($crate::ffi::entry!(@proc v $name [$($proc)?] [$($pt)?]);)*
@@ -112,10 +144,10 @@ macro_rules! entry {
     };
     (@proc $v:ident $f:ident [] $pt:tt) => {};
     (@proc $v:ident $f:ident [($pname:ident $($ver:literal),+)] []) => {
-        $($v.push((stringify!($pname), $crate::procaddr::Entry::new($ver, stringify!($f), $f as *const () as usize, None)));)+
+        $($v.push((stringify!($pname), $crate::ffi::Entry::new($ver, stringify!($f), $f as *const () as usize, None)));)+
     };
     (@proc $v:ident $f:ident [($pname:ident $($ver:literal),+)] [($ptname:ident, $_flag:ident)]) => {
-        $($v.push((stringify!($pname), $crate::procaddr::Entry::new($ver, stringify!($f), $f as *const () as usize,
+        $($v.push((stringify!($pname), $crate::ffi::Entry::new($ver, stringify!($f), $f as *const () as usize,
             Some((stringify!($ptname), $ptname as *const () as usize)))));)+
     };
 }

@@ -17,7 +17,7 @@ use tracing::debug;
 use virtio_cuda::protocol::Status;
 
 use crate::export_table::cuGetExportTable;
-use crate::ffi::{cstr, guard, put};
+use crate::ffi::{cstr, guard, put, Entry};
 use crate::types::CUresult;
 
 /// `CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM`.
@@ -27,38 +27,6 @@ const PER_THREAD_DEFAULT_STREAM: u64 = 2;
 const QUERY_SUCCESS: c_int = 0;
 const QUERY_SYMBOL_NOT_FOUND: c_int = 1;
 const QUERY_VERSION_NOT_SUFFICIENT: c_int = 2;
-
-/// One ABI version of one name, and its per-thread-default-stream variant if it has one.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry {
-    pub version: i32,
-    pub symbol: &'static str,
-    pub f: usize,
-    /// `(symbol, function)` of the `_ptds`/`_ptsz` variant.
-    pub per_thread: Option<(&'static str, usize)>,
-}
-
-impl Entry {
-    pub const fn new(
-        version: i32,
-        symbol: &'static str,
-        f: usize,
-        per_thread: Option<(&'static str, usize)>,
-    ) -> Entry {
-        Entry {
-            version,
-            symbol,
-            f,
-            per_thread,
-        }
-    }
-
-    /// The `cudaTypedefs.h` version of the per-thread variant: the same ABI version, but
-    /// per-thread default streams exist only from CUDA 7.0.
-    pub fn per_thread_version(&self) -> i32 {
-        self.version.max(7000)
-    }
-}
 
 /// `(name, entry)` for every implemented ABI version: each `api/` module's `entry!` block
 /// declares its own (`proc(…)` beside each function), plus the two defined outside them.

@@ -1,14 +1,12 @@
-//! The [`Backend`] trait: what runs the calls of a session.
+//! The [`BackendSession`] trait: what runs the calls of a session.
 //!
 //! The session layer ([`crate::session`]) owns client handles, object tables, validation, quotas
 //! and latched errors; a backend only sees its own objects, already checked. Two
 //! implementations: [`crate::cpu`] (PTX interpreter) and [`crate::cuda`] (a real GPU through
-//! cudarc).
+//! cudarc); each also implements [`crate::session::Backend`], which opens sessions over it.
 
-use virtio_cuda::protocol::{DeviceInfoReply, FuncInfo, Status};
+use virtio_cuda::protocol::{FuncInfo, Status};
 use virtio_cuda::shm::SharedRegion;
-
-use crate::session::{Session, SessionInit};
 
 /// Result of backend operations: CUDA status codes.
 pub type BResult<T> = Result<T, Status>;
@@ -39,6 +37,18 @@ pub struct Shape {
     pub depth: u64,
 }
 
+/// A memset: `height` rows of `width` elements of `elem_size` bytes (1, 2 or 4, checked) set to
+/// the low bytes of `value`, rows `pitch` bytes apart from `dst`.
+#[derive(Debug, Clone, Copy)]
+pub struct Fill {
+    pub dst: u64,
+    pub pitch: u64,
+    pub elem_size: u8,
+    pub value: u32,
+    pub width: u64,
+    pub height: u64,
+}
+
 /// A module that failed to load: the status and the loader's explanation.
 #[derive(Debug, Clone)]
 pub struct LoadError {
@@ -49,23 +59,6 @@ pub struct LoadError {
 /// Device output (`printf`) produced by work; collected by the session for the client.
 pub trait OutputSink {
     fn write_output(&mut self, bytes: &[u8]);
-}
-
-/// A provider of devices: creates one [`BackendSession`] per client session.
-pub trait Backend: Send + Sync {
-    /// Short name (`cpu`, `cuda`).
-    fn name(&self) -> &'static str;
-    /// Version reported by `cuDriverGetVersion`.
-    fn driver_version(&self) -> i32;
-    /// Number of devices.
-    fn device_count(&self) -> u32;
-    /// Name, memory and attributes of a device.
-    fn device_info(&self, ordinal: u32) -> BResult<DeviceInfoReply>;
-    /// Device memory allocated across all open sessions, bytes.
-    fn allocated_bytes(&self) -> u64;
-    /// Opens a session: its backend half (device-pointer range, memory) inside a
-    /// [`Session`](crate::session::Session) built with [`Session::new`](crate::session::Session::new).
-    fn open_session(&self, init: SessionInit) -> BResult<Session>;
 }
 
 /// The stream a piece of work runs on: `None` is the context's default (NULL / legacy /
@@ -161,17 +154,11 @@ pub trait BackendSession: Send + 'static {
         len: u64,
     ) -> BResult<()>;
     /// Fills `height` rows of `width` elements (`elem_size` 1, 2 or 4 bytes), `pitch` apart.
-    #[allow(clippy::too_many_arguments)]
     fn memset(
         &mut self,
         ctx: &Self::Context,
         stream: StreamRef<'_, Self>,
-        dst: u64,
-        pitch: u64,
-        elem_size: u8,
-        value: u32,
-        width: u64,
-        height: u64,
+        fill: Fill,
     ) -> BResult<()>;
 
     fn load_module(

@@ -12,8 +12,8 @@ use virtio_cuda::protocol::{
 
 use virtio_cuda::service::FrameService;
 
-use crate::backend::Backend;
 use crate::data::{DataAccess, InlineOnly};
+use crate::session::Backend;
 use crate::session::{LiveToken, Session, SessionInit};
 use crate::window::ShmData;
 use virtio_cuda::shm::channel::{spin_from_env, MAX_DATA, MAX_RING};

@@ -19,6 +19,7 @@ pub mod server;
 pub mod session;
 pub mod window;
 
-pub use backend::{Backend, BackendSession};
+pub use backend::BackendSession;
 pub use executor::{Executor, ExecutorConfig, ExecutorStats};
 pub use server::{Server, ServerError, ServerHandle};
+pub use session::Backend;

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::Backend;
 use crate::cpu::{CpuBackend, CpuConfig};
 use crate::cuda::{CudaBackend, CudaUnavailable};
+use crate::session::Backend;
 
 /// Which backend to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use virtio_cuda::protocol::{DeviceInfoReply, Status};
 
-use crate::backend::{BResult, Backend};
+use crate::backend::BResult;
+use crate::session::Backend;
 use crate::session::{Session, SessionInit};
 
 pub use device::DRIVER_VERSION;

@@ -14,7 +14,7 @@ use virtio_cuda::shm::SharedRegion;
 
 use super::device::{MAX_THREADS_PER_BLOCK, SHARED_PER_BLOCK, SHARED_PER_BLOCK_OPTIN};
 use super::CpuConfig;
-use crate::backend::{BResult, BackendSession, LaunchParams, LoadError, OutputSink, VaRange};
+use crate::backend::{BResult, BackendSession, Fill, LaunchParams, LoadError, OutputSink, VaRange};
 use crate::image;
 
 /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
@@ -219,22 +219,14 @@ impl BackendSession for CpuSession {
         self.arena.copy(dst, src, len).map_err(mem_status)
     }
 
-    fn memset(
-        &mut self,
-        _ctx: &u32,
-        _stream: Option<&()>,
-        dst: u64,
-        pitch: u64,
-        elem_size: u8,
-        value: u32,
-        width: u64,
-        height: u64,
-    ) -> BResult<()> {
-        let pattern = value.to_le_bytes();
-        let pattern = &pattern[..usize::from(elem_size).min(4)];
-        for row in 0..height {
-            let addr = dst.wrapping_add(row.wrapping_mul(pitch));
-            self.arena.fill(addr, pattern, width).map_err(mem_status)?;
+    fn memset(&mut self, _ctx: &u32, _stream: Option<&()>, fill: Fill) -> BResult<()> {
+        let pattern = fill.value.to_le_bytes();
+        let pattern = &pattern[..usize::from(fill.elem_size).min(4)];
+        for row in 0..fill.height {
+            let addr = fill.dst.wrapping_add(row.wrapping_mul(fill.pitch));
+            self.arena
+                .fill(addr, pattern, fill.width)
+                .map_err(mem_status)?;
         }
         Ok(())
     }

@@ -23,7 +23,8 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use virtio_cuda::protocol::{DeviceAttr, DeviceInfoReply, List, Status};
 
-use crate::backend::{BResult, Backend};
+use crate::backend::BResult;
+use crate::session::Backend;
 use crate::session::{Session, SessionInit};
 
 /// Why the cuda backend cannot be used here.

@@ -13,7 +13,7 @@ use super::ffi;
 use super::memory::SessionMemory;
 use super::staging::Staging;
 use crate::backend::{
-    BResult, BackendSession, LaunchParams, LoadError, OutputSink, StreamRef, VaRange,
+    BResult, BackendSession, Fill, LaunchParams, LoadError, OutputSink, StreamRef, VaRange,
 };
 
 /// A loaded module and, when its image carried PTX, the kernels' parameter layouts parsed from
@@ -309,28 +309,22 @@ impl BackendSession for CudaSession {
         ffi::call(|| unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len as usize, s) })
     }
 
-    fn memset(
-        &mut self,
-        _ctx: &u32,
-        stream: StreamRef<'_, Self>,
-        dst: u64,
-        pitch: u64,
-        elem_size: u8,
-        value: u32,
-        width: u64,
-        height: u64,
-    ) -> BResult<()> {
+    fn memset(&mut self, _ctx: &u32, stream: StreamRef<'_, Self>, fill: Fill) -> BResult<()> {
         let s = self.on(stream)?;
-        let (p, w, h) = (pitch as usize, width as usize, height as usize);
+        let (p, w, h) = (
+            fill.pitch as usize,
+            fill.width as usize,
+            fill.height as usize,
+        );
         // SAFETY: the driver validates the destination range; arguments are plain values.
         ffi::call(|| unsafe {
-            match (elem_size, height) {
-                (1, 1) => sys::cuMemsetD8Async(dst, value as u8, w, s),
-                (2, 1) => sys::cuMemsetD16Async(dst, value as u16, w, s),
-                (4, 1) => sys::cuMemsetD32Async(dst, value, w, s),
-                (1, _) => sys::cuMemsetD2D8Async(dst, p, value as u8, w, h, s),
-                (2, _) => sys::cuMemsetD2D16Async(dst, p, value as u16, w, h, s),
-                _ => sys::cuMemsetD2D32Async(dst, p, value, w, h, s),
+            match (fill.elem_size, fill.height) {
+                (1, 1) => sys::cuMemsetD8Async(fill.dst, fill.value as u8, w, s),
+                (2, 1) => sys::cuMemsetD16Async(fill.dst, fill.value as u16, w, s),
+                (4, 1) => sys::cuMemsetD32Async(fill.dst, fill.value, w, s),
+                (1, _) => sys::cuMemsetD2D8Async(fill.dst, p, fill.value as u8, w, h, s),
+                (2, _) => sys::cuMemsetD2D16Async(fill.dst, p, fill.value as u16, w, h, s),
+                _ => sys::cuMemsetD2D32Async(fill.dst, p, fill.value, w, h, s),
             }
         })
     }

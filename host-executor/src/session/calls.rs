@@ -13,8 +13,9 @@ use virtio_cuda::protocol::{self as p, Call, DevRegion, Empty, Request, Sink, St
 
 use super::objects::{roles, FuncEntry, Resolve, Scope};
 use super::{encode, Core, Cx, Failed, Handled, Run};
-use crate::backend::{Backend, BackendSession, LaunchParams};
+use crate::backend::{BackendSession, Fill, LaunchParams};
 use crate::data::{source_bytes, DataAccess};
+use crate::session::Backend;
 
 /// Cap on bytes one strided copy may move (guards against absurd shapes).
 const MAX_STRIDED_BYTES: u64 = 1 << 34;
@@ -250,7 +251,15 @@ handler!(Memset -> Empty, |r, cx| {
     if !matches!(r.elem_size, 1 | 2 | 4) {
         return Err(Status::ERROR_INVALID_VALUE.into());
     }
-    cx.be.memset(r.ctx, r.stream, r.dst, r.pitch, r.elem_size, r.value, r.width, r.height)?;
+    let fill = Fill {
+        dst: r.dst,
+        pitch: r.pitch,
+        elem_size: r.elem_size,
+        value: r.value,
+        width: r.width,
+        height: r.height,
+    };
+    cx.be.memset(r.ctx, r.stream, fill)?;
     Ok(Empty {})
 });
 

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 use virtio_cuda::protocol::{Handles, Request, Role, Status, Wire, Writer};
 
-use crate::backend::{Backend, BackendSession, OutputSink};
+use virtio_cuda::protocol::DeviceInfoReply;
+
+use crate::backend::{BResult, BackendSession, OutputSink};
 use crate::data::DataAccess;
 use objects::{Created, Creates, Fresh, Objects};
 
@@ -197,6 +199,24 @@ impl<B: BackendSession> Core<B> {
             }
         }
     }
+}
+
+/// A provider of devices: opens a [`Session`] over one [`BackendSession`] per client session.
+/// Defined here, beside the [`Session`] it returns, so that `backend` depends on nothing above it.
+pub trait Backend: Send + Sync {
+    /// Short name (`cpu`, `cuda`).
+    fn name(&self) -> &'static str;
+    /// Version reported by `cuDriverGetVersion`.
+    fn driver_version(&self) -> i32;
+    /// Number of devices.
+    fn device_count(&self) -> u32;
+    /// Name, memory and attributes of a device.
+    fn device_info(&self, ordinal: u32) -> BResult<DeviceInfoReply>;
+    /// Device memory allocated across all open sessions, bytes.
+    fn allocated_bytes(&self) -> u64;
+    /// Opens a session: its backend half (device-pointer range, memory) inside a
+    /// [`Session`] built with [`Session::new`].
+    fn open_session(&self, init: SessionInit) -> BResult<Session>;
 }
 
 /// The session as the executor sees it, whatever the backend.

@@ -157,6 +157,46 @@ fn present(found: bool, missing: Status, id: u64) -> Result<Doomed, Status> {
     }
 }
 
+/// `New*` roles: an unused id of the session's range, for the table that will hold it.
+macro_rules! fresh_roles {
+    ($($role:ident in $table:ident;)*) => {$(
+        impl<B: BackendSession> Resolve<B> for roles::$role {
+            type Out<'t> = Fresh<Self>;
+            fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
+                fresh(id, scope.objs.$table.contains_key(&id), scope)
+            }
+        }
+    )*};
+}
+
+fresh_roles! {
+    NewCtx in contexts;
+    NewStream in streams;
+    NewEvent in events;
+    NewModule in modules;
+    NewFunc in funcs;
+}
+
+/// `Drop*` roles: a live object of the table, destroyed after the call succeeds.
+macro_rules! drop_roles {
+    ($($role:ident in $table:ident else $missing:ident;)*) => {$(
+        impl<B: BackendSession> Resolve<B> for roles::$role {
+            type Out<'t> = Doomed;
+            fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
+                let found = scope.objs.$table.contains_key(&id);
+                present(found, Status::$missing, id)
+            }
+        }
+    )*};
+}
+
+drop_roles! {
+    DropCtx in contexts else ERROR_INVALID_CONTEXT;
+    DropStream in streams else ERROR_INVALID_HANDLE;
+    DropEvent in events else ERROR_INVALID_HANDLE;
+    DropModule in modules else ERROR_INVALID_HANDLE;
+}
+
 impl<B: BackendSession> Resolve<B> for roles::Ctx {
     type Out<'t> = &'t B::Context;
     fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
@@ -169,21 +209,6 @@ impl<B: BackendSession> Resolve<B> for roles::Ctx {
             Some(s) => Err(s),
             None => Ok(&c.obj),
         }
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::NewCtx {
-    type Out<'t> = Fresh<Self>;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        fresh(id, scope.objs.contexts.contains_key(&id), scope)
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::DropCtx {
-    type Out<'t> = Doomed;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        let found = scope.objs.contexts.contains_key(&id);
-        present(found, Status::ERROR_INVALID_CONTEXT, id)
     }
 }
 
@@ -201,21 +226,6 @@ impl<B: BackendSession> Resolve<B> for roles::Stream {
     }
 }
 
-impl<B: BackendSession> Resolve<B> for roles::NewStream {
-    type Out<'t> = Fresh<Self>;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        fresh(id, scope.objs.streams.contains_key(&id), scope)
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::DropStream {
-    type Out<'t> = Doomed;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        let found = scope.objs.streams.contains_key(&id);
-        present(found, Status::ERROR_INVALID_HANDLE, id)
-    }
-}
-
 impl<B: BackendSession> Resolve<B> for roles::Event {
     type Out<'t> = &'t B::Event;
     fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
@@ -228,21 +238,6 @@ impl<B: BackendSession> Resolve<B> for roles::Event {
     }
 }
 
-impl<B: BackendSession> Resolve<B> for roles::NewEvent {
-    type Out<'t> = Fresh<Self>;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        fresh(id, scope.objs.events.contains_key(&id), scope)
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::DropEvent {
-    type Out<'t> = Doomed;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        let found = scope.objs.events.contains_key(&id);
-        present(found, Status::ERROR_INVALID_HANDLE, id)
-    }
-}
-
 impl<B: BackendSession> Resolve<B> for roles::Module {
     type Out<'t> = ModuleRef<'t, B>;
     fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
@@ -252,21 +247,6 @@ impl<B: BackendSession> Resolve<B> for roles::Module {
             .get(&id)
             .ok_or(Status::ERROR_INVALID_HANDLE)?;
         Ok(ModuleRef { id, obj: &m.obj })
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::NewModule {
-    type Out<'t> = Fresh<Self>;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        fresh(id, scope.objs.modules.contains_key(&id), scope)
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::DropModule {
-    type Out<'t> = Doomed;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        let found = scope.objs.modules.contains_key(&id);
-        present(found, Status::ERROR_INVALID_HANDLE, id)
     }
 }
 
@@ -288,13 +268,6 @@ impl<B: BackendSession> Resolve<B> for roles::Func {
             module: &m.obj,
             info: &f.info,
         })
-    }
-}
-
-impl<B: BackendSession> Resolve<B> for roles::NewFunc {
-    type Out<'t> = Fresh<Self>;
-    fn resolve<'t>(id: u64, scope: &Scope<'t, B>) -> Result<Self::Out<'t>, Status> {
-        fresh(id, scope.objs.funcs.contains_key(&id), scope)
     }
 }
 
@@ -335,25 +308,22 @@ impl<B: BackendSession> Creates<B> for roles::NewCtx {
     }
 }
 
-impl<B: BackendSession> Creates<B> for roles::NewStream {
-    type Obj = B::Stream;
-    fn created(f: Fresh<Self>, obj: B::Stream) -> Created<B> {
-        Created::Stream(f.id, Owned { ctx: f.owner, obj })
-    }
+/// Objects owned by the context they were created in.
+macro_rules! owned_creates {
+    ($($role:ident => $variant:ident($obj:ident);)*) => {$(
+        impl<B: BackendSession> Creates<B> for roles::$role {
+            type Obj = B::$obj;
+            fn created(f: Fresh<Self>, obj: B::$obj) -> Created<B> {
+                Created::$variant(f.id, Owned { ctx: f.owner, obj })
+            }
+        }
+    )*};
 }
 
-impl<B: BackendSession> Creates<B> for roles::NewEvent {
-    type Obj = B::Event;
-    fn created(f: Fresh<Self>, obj: B::Event) -> Created<B> {
-        Created::Event(f.id, Owned { ctx: f.owner, obj })
-    }
-}
-
-impl<B: BackendSession> Creates<B> for roles::NewModule {
-    type Obj = B::Module;
-    fn created(f: Fresh<Self>, obj: B::Module) -> Created<B> {
-        Created::Module(f.id, Owned { ctx: f.owner, obj })
-    }
+owned_creates! {
+    NewStream => Stream(Stream);
+    NewEvent => Event(Event);
+    NewModule => Module(Module);
 }
 
 impl<B: BackendSession> Creates<B> for roles::NewFunc {
