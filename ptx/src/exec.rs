@@ -1,18 +1,8 @@
 //! The interpreter: warps of 32 lanes executing the IR SIMT-style, blocks scheduled cooperatively
 //! (so barriers work), blocks of a grid in parallel with rayon.
 //!
-//! # Address windows
-//!
-//! Generic addresses that fall into these windows (above every arena address: [`crate::memory::Arena`]
-//! clamps its range below [`WINDOW_BASE`]) address the per-block shared memory, the per-thread local
-//! memory and the kernel parameters; everything else is global memory (the arena). Space-specific
-//! addresses (`ld.shared [%r1]`) are offsets from 0 in their space; `cvta` adds/removes the window base.
-//!
-//! | window                | base                    | size   |
-//! |-----------------------|-------------------------|--------|
-//! | shared                | `0xFF00_0000_0000_0000` | 4 GiB  |
-//! | local                 | `0xFF00_0001_0000_0000` | 4 GiB  |
-//! | kernel parameters     | `0xFF00_0002_0000_0000` | 4 GiB  |
+//! Addresses at or above [`WINDOW_BASE`] are the generic windows of shared, local and parameter
+//! memory ([`crate::memory`], "Address windows").
 //!
 //! # Divergence
 //!
@@ -28,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::error::ExecError;
 use crate::ir::{Func, MemSpace, PReg, PSrc, Reg, Special, Src, NONE};
-use crate::memory::{Snapshot, Store};
+use crate::memory::{Snapshot, Store, LOCAL_LIMIT, LOCAL_WINDOW, WINDOW_BASE, WINDOW_SIZE};
 use crate::ops::control::{self, Stop};
 use crate::ops::{self, Op};
 
@@ -37,17 +27,6 @@ pub(crate) type Lanes = [u64; 32];
 /// All lanes.
 pub(crate) const FULL: u32 = u32::MAX;
 
-/// First address of the generic windows; the arena always lies below.
-pub const WINDOW_BASE: u64 = 0xFF00_0000_0000_0000;
-/// Generic address of shared-memory offset 0.
-pub const SHARED_WINDOW: u64 = WINDOW_BASE;
-/// Generic address of local-memory offset 0 (of the executing thread).
-pub const LOCAL_WINDOW: u64 = WINDOW_BASE + (1 << 32);
-/// Generic address of kernel-parameter offset 0.
-pub const PARAM_WINDOW: u64 = WINDOW_BASE + (2 << 32);
-const WINDOW_SIZE: u64 = 1 << 32;
-/// Per-thread local memory limit (all frames together), in bytes.
-pub const LOCAL_LIMIT: u64 = 256 * 1024;
 /// Most registers a warp may hold over all frames of its call stack.
 const MAX_WARP_REGS: usize = 1 << 16;
 /// Warp-instructions taken from the launch budget at a time.

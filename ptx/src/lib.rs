@@ -46,7 +46,7 @@ use std::time::Instant;
 
 pub use ast::StateSpace;
 pub use error::{ExecError, LoadError, MemError, PtxError};
-pub use exec::{LOCAL_LIMIT, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WINDOW_BASE};
+pub use memory::{LOCAL_LIMIT, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WINDOW_BASE};
 
 use ir::Func;
 use lower::Sym;

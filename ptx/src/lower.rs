@@ -259,7 +259,7 @@ impl<'a> FnCx<'a> {
         let off = self.local_size.div_ceil(align.max(1)) * align.max(1);
         self.local_size = off
             .checked_add(size)
-            .filter(|&e| e <= crate::exec::LOCAL_LIMIT)
+            .filter(|&e| e <= crate::memory::LOCAL_LIMIT)
             .ok_or_else(|| {
                 PtxError::new(
                     self.line,

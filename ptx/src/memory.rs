@@ -21,12 +21,38 @@
 //! A launch takes a [`Snapshot`] of the allocation table (each allocation's store is reference
 //! counted), so a concurrent `free` can never leave a kernel with a dangling pointer: at worst the
 //! kernel writes into a store that is about to be dropped.
+//!
+//! # Address windows
+//!
+//! Generic addresses that fall into these windows (above every arena address: [`Arena`] clamps its range
+//! below [`WINDOW_BASE`]) address the per-block shared memory, the per-thread local
+//! memory and the kernel parameters; everything else is global memory (the arena). Space-specific
+//! addresses (`ld.shared [%r1]`) are offsets from 0 in their space; `cvta` adds/removes the window base.
+//!
+//! | window                | base                    | size   |
+//! |-----------------------|-------------------------|--------|
+//! | shared                | `0xFF00_0000_0000_0000` | 4 GiB  |
+//! | local                 | `0xFF00_0001_0000_0000` | 4 GiB  |
+//! | kernel parameters     | `0xFF00_0002_0000_0000` | 4 GiB  |
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use crate::error::MemError;
+
+/// First address of the generic windows; the arena always lies below.
+pub const WINDOW_BASE: u64 = 0xFF00_0000_0000_0000;
+/// Generic address of shared-memory offset 0.
+pub const SHARED_WINDOW: u64 = WINDOW_BASE;
+/// Generic address of local-memory offset 0 (of the executing thread).
+pub const LOCAL_WINDOW: u64 = WINDOW_BASE + (1 << 32);
+/// Generic address of kernel-parameter offset 0.
+pub const PARAM_WINDOW: u64 = WINDOW_BASE + (2 << 32);
+/// Size of each window.
+pub(crate) const WINDOW_SIZE: u64 = 1 << 32;
+/// Per-thread local memory limit (all frames together), in bytes.
+pub const LOCAL_LIMIT: u64 = 256 * 1024;
 
 /// Minimum alignment (and spacing granule) of allocations, like `cudaMalloc`.
 pub const MIN_ALIGN: u64 = 256;
@@ -242,10 +268,10 @@ impl std::fmt::Debug for Arena {
 
 impl Arena {
     /// An empty arena over `[base, base+span)`. The range is clamped so that it ends below the
-    /// interpreter's generic windows ([`crate::exec::WINDOW_BASE`]) and never contains address 0.
+    /// interpreter's generic windows ([`WINDOW_BASE`]) and never contains address 0.
     pub fn new(base: u64, span: u64) -> Arena {
         let base = base.max(MIN_ALIGN);
-        let end = base.saturating_add(span).min(crate::exec::WINDOW_BASE);
+        let end = base.saturating_add(span).min(WINDOW_BASE);
         Arena {
             base,
             span: end.saturating_sub(base),

@@ -384,7 +384,7 @@ fn call(
     }
     if w.frames.len() >= MAX_CALL_DEPTH {
         return Err(ExecError::IllegalAddress {
-            addr: crate::exec::LOCAL_WINDOW + caller.local_base,
+            addr: crate::memory::LOCAL_WINDOW + caller.local_base,
         });
     }
     let reg_base = caller.reg_base + cf.nregs as usize;

@@ -4,9 +4,10 @@
 
 use crate::ast::{Instruction, StateSpace, Ty};
 use crate::error::ExecError;
-use crate::exec::{Ctx, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW};
+use crate::exec::Ctx;
 use crate::ir::{Reg, Src};
 use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
+use crate::memory::{LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW};
 use crate::ops::float::{round_to_f32, Rnd};
 use crate::ops::int::{mask, sext, zext};
 

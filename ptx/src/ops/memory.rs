@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::{Ctx, FULL, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
+use crate::exec::{Ctx, FULL};
 use crate::ir::{MemSpace, PReg, Reg, Src};
 use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
+use crate::memory::{LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
 use crate::ops::int::sext;
 
 #[derive(Debug, Clone)]

@@ -23,8 +23,8 @@ pub enum ChainError {
     TooLong(u64),
     #[error("chain ends inside the envelope or frame")]
     Short,
-    #[error("bad envelope")]
-    Envelope,
+    #[error(transparent)]
+    Envelope(#[from] super::envelope::BadEnvelope),
     #[error("bad frame: {0}")]
     Frame(#[from] DecodeError),
     #[error("no writable response buffer for a synchronous request")]

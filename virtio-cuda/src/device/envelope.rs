@@ -8,8 +8,6 @@
 //! guest processes, each with its own executor session. Sessions live in the device instance of
 //! one VM: a guest can name only its own.
 
-use super::chain::ChainError;
-
 /// Envelope size in bytes.
 pub const LEN: u64 = 16;
 /// Envelope magic.
@@ -44,19 +42,19 @@ impl Envelope {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Result<Self, ChainError> {
-        let field = |r: std::ops::Range<usize>| b.get(r).ok_or(ChainError::Envelope);
-        let word = |r| -> Result<u32, ChainError> {
+    pub fn decode(b: &[u8]) -> Result<Self, BadEnvelope> {
+        let field = |r: std::ops::Range<usize>| b.get(r).ok_or(BadEnvelope);
+        let word = |r| -> Result<u32, BadEnvelope> {
             let s: &[u8] = field(r)?;
             Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         };
         if word(0..4)? != MAGIC {
-            return Err(ChainError::Envelope);
+            return Err(BadEnvelope);
         }
         let op = match word(4..8)? {
             0 => EnvelopeOp::Frame,
             1 => EnvelopeOp::Close,
-            _ => return Err(ChainError::Envelope),
+            _ => return Err(BadEnvelope),
         };
         let s = field(8..16)?;
         let mut session = [0u8; 8];
@@ -67,3 +65,8 @@ impl Envelope {
         })
     }
 }
+
+/// An envelope that is short, has the wrong magic or an unknown operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bad envelope")]
+pub struct BadEnvelope;
