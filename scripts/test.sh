@@ -46,7 +46,7 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 # `cargo test` builds libraries as rlibs only: build the shim (cdylib libcuda.so) and the vcuda
 # binary that the end-to-end tests run, into the same target directory, first.
-step "cargo build (shim, vcuda)" cargo build -p guest-libcuda -p vmm
+step "cargo build (shim, vcuda)" cargo build -p guest-libcuda -p vcuda
 step "cargo test --workspace" cargo test --workspace --no-fail-fast "$@"
 
 # The virtio-gpu vulkano presenter is a cargo feature (off by default: vulkano is heavy); its

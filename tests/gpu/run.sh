@@ -19,7 +19,7 @@ if ! ls /dev/nvidia0 >/dev/null 2>&1 && ! command -v nvidia-smi >/dev/null; then
 fi
 
 eval "$(scripts/setup.sh)"
-cargo build --release -p vmm -p guest-libcuda
+cargo build --release -p vcuda -p guest-libcuda
 VCUDA="$PWD/target/release/vcuda"
 CUDA_LIB="$VCUDA_CUDA_ROOT/lib"
 

@@ -47,7 +47,7 @@ pub fn vcuda_bin() -> Result<PathBuf, String> {
         Ok(bin)
     } else {
         Err(format!(
-            "{} not built (run `cargo build -p vmm --bin vcuda` first)",
+            "{} not built (run `cargo build -p vcuda` first)",
             bin.display()
         ))
     }

@@ -161,7 +161,7 @@ fn workload(client: &Client, ptx: &str) -> Vec<u8> {
     out
 }
 
-const DEMO_PTX: &str = include_str!("../../vmm/src/bin/vcuda/demo/demo.ptx");
+const DEMO_PTX: &str = include_str!("../../cli/src/demo/demo.ptx");
 
 #[test]
 fn cuda_backend_matches_the_cpu_backend_through_the_shim() {

@@ -8,7 +8,7 @@
 //!
 //! Needs `scripts/qemu-gpu.sh setup` (run here: QEMU via apt-get install, the kernel and busybox
 //! via apt-get download, cached under ~/.cache/vcuda/qemu-gpu) and the `vcuda` binary of this
-//! build (`cargo build -p vmm --bin vcuda`). Without them the test says why and passes as
+//! build (`cargo build -p vcuda`). Without them the test says why and passes as
 //! skipped; `VCUDA_SKIP_QEMU=1` skips it on purpose.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `vcuda exec`: the CLI starts an executor, runs an unmodified program with the shim and
 //! passes its exit status through. Needs `vcuda` and the shim built in this test's target
-//! directory (`cargo build -p vmm -p guest-libcuda`) and the CUDA toolchain; skips otherwise.
+//! directory (`cargo build -p vcuda -p guest-libcuda`) and the CUDA toolchain; skips otherwise.
 
 use std::path::PathBuf;
 use std::process::Command;

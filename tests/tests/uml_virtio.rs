@@ -4,7 +4,7 @@
 //! binary runs [`guest_side`] over `/dev/vcuda0` (the shim's virtio transport).
 //!
 //! Needs: `scripts/uml.sh setup` (run here; downloads and caches under ~/.cache/vcuda/uml, uses
-//! apt-get) and the `vcuda` binary of this build (`cargo build -p vmm --bin vcuda`; `cargo test
+//! apt-get) and the `vcuda` binary of this build (`cargo build -p vcuda`; `cargo test
 //! --workspace` builds it). Without them the test says why and passes as skipped.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ const IN_GUEST: &str = "VCUDA_IN_UML";
 /// Printed by the guest side when everything passed.
 const OK_MARKER: &str = "vcuda-uml: all checks passed";
 
-const DEMO_PTX: &str = include_str!("../../vmm/src/bin/vcuda/demo/demo.ptx");
+const DEMO_PTX: &str = include_str!("../../cli/src/demo/demo.ptx");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -99,7 +99,7 @@ impl Backend {
         let bin = profile_dir().join("vcuda");
         if !bin.is_file() {
             return Err(format!(
-                "{} not built (run `cargo build -p vmm --bin vcuda`)",
+                "{} not built (run `cargo build -p vcuda`)",
                 bin.display()
             ));
         }

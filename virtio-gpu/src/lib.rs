@@ -6,6 +6,7 @@
 //! - [`display`]: where flushed scanouts go: `none`, `png:<dir>`, `png-last:<dir>`, `window`
 //!   (Vulkan through vulkano, cargo feature `window`).
 //! - [`edid`]: the EDID block returned by GET_EDID.
+//! - [`vhost_user`]: the same model served over vhost-user (QEMU's `vhost-user-gpu-pci`).
 //!
 //! See `docs/GPU.md`.
 
@@ -14,6 +15,7 @@ pub mod display;
 pub mod edid;
 pub mod guest_driver;
 pub mod protocol;
+pub mod vhost_user;
 
 pub use device::{GpuConfig, GpuDevice};
 pub use display::{Display, DisplaySpec, Frame};

@@ -13,7 +13,6 @@ pub mod config;
 pub mod devices;
 pub mod exit;
 pub mod image;
-pub mod vhost_user_gpu;
 pub mod vstate;
 
 pub use builder::{run, BuildError, RunReport};

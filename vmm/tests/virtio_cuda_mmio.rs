@@ -32,7 +32,7 @@ const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 
 /// The PTX of the demo kernels (nvcc 13 output checked into the repository).
-const DEMO_PTX: &str = include_str!("../src/bin/vcuda/demo/demo.ptx");
+const DEMO_PTX: &str = include_str!("../../cli/src/demo/demo.ptx");
 
 struct Guest {
     t: MmioTransport,

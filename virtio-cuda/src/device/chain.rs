@@ -3,8 +3,9 @@
 
 use std::cell::Cell;
 
+use virtio_common::chain::{ChainError as LayoutError, Layout, Regions};
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::MAX_DATA_WINDOW;
 use crate::protocol::{
@@ -12,70 +13,28 @@ use crate::protocol::{
     MAX_BODY_LEN,
 };
 
-/// Why a chain was rejected.
+/// Why a chain was rejected: its layout ([`virtio_common::chain`]) or what it carries.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
-    #[error("descriptor [{addr:#x}, +{len}) is outside guest memory")]
-    OutOfGuestMemory { addr: u64, len: u32 },
-    #[error("a readable descriptor follows a writable one")]
-    WrongDirection,
-    #[error("chain is too long ({0} bytes)")]
-    TooLong(u64),
-    #[error("chain ends inside the envelope or frame")]
-    Short,
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     #[error(transparent)]
     Envelope(#[from] super::envelope::BadEnvelope),
     #[error("bad frame: {0}")]
     Frame(#[from] DecodeError),
     #[error("no writable response buffer for a synchronous request")]
     NoResponseBuffer,
-    #[error("guest memory access failed")]
-    Memory,
     #[error("internal device error")]
     Internal,
 }
 
-/// Guest regions seen as one contiguous byte range.
-#[derive(Debug, Default)]
-struct Regions(Vec<(GuestAddress, u32)>);
-
-impl Regions {
-    fn len(&self) -> u64 {
-        self.0.iter().map(|(_, l)| u64::from(*l)).sum()
-    }
-
-    /// Calls `f(addr, range_in_buf)` for the guest pieces of `[offset, offset + n)`.
-    fn pieces(
-        &self,
-        offset: u64,
-        n: usize,
-        mut f: impl FnMut(GuestAddress, std::ops::Range<usize>) -> Result<(), ChainError>,
-    ) -> Result<(), ChainError> {
-        let end = offset.checked_add(n as u64).ok_or(ChainError::Short)?;
-        if end > self.len() {
-            return Err(ChainError::Short);
-        }
-        let mut pos = 0u64; // start of the current region in the concatenation
-        let mut done = 0usize;
-        for (addr, len) in &self.0 {
-            let rlen = u64::from(*len);
-            let (rs, re) = (pos, pos + rlen);
-            pos = re;
-            let s = offset.max(rs);
-            let e = end.min(re);
-            if s >= e {
-                continue;
-            }
-            let a = addr.checked_add(s - rs).ok_or(ChainError::Memory)?;
-            let k = (e - s) as usize;
-            f(a, done..done + k)?;
-            done += k;
-        }
-        Ok(())
-    }
+impl ChainError {
+    const SHORT: ChainError = ChainError::Layout(LayoutError::Short);
+    const MEMORY: ChainError = ChainError::Layout(LayoutError::Memory);
 }
 
-/// A validated chain.
+/// A validated chain: the readable regions hold the envelope, the request frame and the H2D data
+/// window; the first writable descriptor is the response buffer, the others the D2H window.
 pub struct ChainData<'m, M: GuestMemory> {
     mem: &'m M,
     readable: Regions,
@@ -86,56 +45,22 @@ pub struct ChainData<'m, M: GuestMemory> {
 impl<'m, M: GuestMemory> ChainData<'m, M> {
     /// Splits and validates the descriptors of one chain.
     pub fn new(mem: &'m M, descs: &[Descriptor]) -> Result<Self, ChainError> {
-        let mut c = ChainData {
-            mem,
-            readable: Regions::default(),
-            response: None,
-            writable: Regions::default(),
-        };
         let max = super::envelope::LEN + (HEADER_LEN + MAX_BODY_LEN) as u64 + MAX_DATA_WINDOW;
-        let mut seen_writable = false;
-        for d in descs {
-            let addr = GuestAddress(d.addr().0);
-            let len = d.len();
-            if len == 0 {
-                continue;
-            }
-            let perm = if d.is_write_only() {
-                Permissions::Write
-            } else {
-                Permissions::Read
-            };
-            if !mem.check_range(addr, len as usize, perm) {
-                return Err(ChainError::OutOfGuestMemory { addr: addr.0, len });
-            }
-            if d.is_write_only() {
-                seen_writable = true;
-                if c.response.is_none() {
-                    c.response = Some((addr, len));
-                } else {
-                    c.writable.0.push((addr, len));
-                }
-            } else {
-                if seen_writable {
-                    return Err(ChainError::WrongDirection);
-                }
-                c.readable.0.push((addr, len));
-            }
-        }
-        for total in [c.readable.len(), c.writable.len()] {
-            if total > max {
-                return Err(ChainError::TooLong(total));
-            }
-        }
-        Ok(c)
+        let Layout {
+            readable,
+            mut writable,
+        } = Layout::new(mem, descs, max)?;
+        let response = writable.take_first();
+        Ok(ChainData {
+            mem,
+            readable,
+            response,
+            writable,
+        })
     }
 
     fn read_readable(&self, offset: u64, buf: &mut [u8]) -> Result<(), ChainError> {
-        self.readable.pieces(offset, buf.len(), |a, r| {
-            self.mem
-                .read_slice(&mut buf[r], a)
-                .map_err(|_| ChainError::Memory)
-        })
+        Ok(self.readable.read(self.mem, offset, buf)?)
     }
 
     /// The first `n` readable bytes.
@@ -166,11 +91,11 @@ impl<'m, M: GuestMemory> ChainData<'m, M> {
     pub fn write_response(&self, bytes: &[u8]) -> Result<(), ChainError> {
         let (addr, len) = self.response.ok_or(ChainError::NoResponseBuffer)?;
         if bytes.len() as u64 > u64::from(len) {
-            return Err(ChainError::Short);
+            return Err(ChainError::SHORT);
         }
         self.mem
             .write_slice(bytes, addr)
-            .map_err(|_| ChainError::Memory)
+            .map_err(|_| ChainError::MEMORY)
     }
 
     /// The chain's data windows, for the executor: the readable bytes from `frame_end` on, and
@@ -250,11 +175,7 @@ impl<M: GuestMemory> DataAccess for ChainWindows<'_, '_, M> {
                     return Err(Status::ERROR_INVALID_VALUE);
                 }
                 c.writable
-                    .pieces(*offset, data.len(), |a, r| {
-                        c.mem
-                            .write_slice(&data[r], a)
-                            .map_err(|_| ChainError::Memory)
-                    })
+                    .write(c.mem, *offset, data)
                     .map_err(|_| Status::ERROR_INVALID_VALUE)?;
                 let end = offset.saturating_add(data.len() as u64);
                 self.written.set(self.written.get().max(end));

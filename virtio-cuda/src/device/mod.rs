@@ -277,63 +277,11 @@ pub fn drain_polling<S: FrameService, M: GuestMemory>(
     signal: impl FnMut(),
 ) -> bool {
     let lock = || device.lock().unwrap_or_else(|e| e.into_inner());
-    drain_polling_with(
+    virtio_common::queue::drain_polling_with(
         mem,
         queue,
         poll_window,
         |mem, queue| lock().process_queue(mem, queue).map_err(|e| e.to_string()),
         signal,
     )
-}
-
-/// [`drain_polling`] for any device: `process` consumes the available chains of the queue and
-/// returns whether the driver must be interrupted (the vhost-user backend serves every device
-/// through this).
-pub fn drain_polling_with<M: GuestMemory>(
-    mem: &M,
-    queue: &mut Queue,
-    poll_window: std::time::Duration,
-    mut process: impl FnMut(&M, &mut Queue) -> Result<bool, String>,
-    mut signal: impl FnMut(),
-) -> bool {
-    loop {
-        if let Err(e) = queue.disable_notification(mem) {
-            warn!("virtqueue unusable: {e}");
-            return false;
-        }
-        let mut idle_since = std::time::Instant::now();
-        loop {
-            match process(mem, queue) {
-                Ok(true) => {
-                    signal();
-                    idle_since = std::time::Instant::now();
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    warn!("virtqueue: {e}");
-                    return false;
-                }
-            }
-            let pending = queue
-                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-                .map(|i| i.0 != queue.next_avail())
-                .unwrap_or(false);
-            if pending {
-                idle_since = std::time::Instant::now();
-                continue;
-            }
-            if idle_since.elapsed() >= poll_window {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        match queue.enable_notification(mem) {
-            Ok(true) => continue,
-            Ok(false) => return true,
-            Err(e) => {
-                warn!("virtqueue unusable: {e}");
-                return false;
-            }
-        }
-    }
 }

@@ -7,7 +7,7 @@
 //!   polling (docs/PROTOCOL.md §5).
 
 pub mod channel;
-pub mod fdpass;
+pub use virtio_common::fdpass;
 mod mapping;
 mod region;
 

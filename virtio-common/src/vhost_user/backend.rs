@@ -31,8 +31,6 @@ use super::message::{
 };
 use super::socket::{Channel, Message};
 use super::VhostUserError;
-use crate::device::{self as cuda, CudaDevice};
-use crate::service::FrameService;
 
 /// How long the worker keeps polling an idle ring before it re-enables notifications and sleeps,
 /// by default.
@@ -95,41 +93,6 @@ pub trait VhostUserDevice: Send + 'static {
     }
 }
 
-impl<S: FrameService + 'static> VhostUserDevice for CudaDevice<S> {
-    fn name(&self) -> &'static str {
-        "cuda"
-    }
-
-    fn features(&self) -> u64 {
-        cuda::FEATURES
-    }
-
-    fn num_queues(&self) -> usize {
-        cuda::NUM_QUEUES
-    }
-
-    fn max_queue_size(&self) -> u16 {
-        cuda::QUEUE_SIZE_MAX
-    }
-
-    fn read_config(&self, offset: u32, data: &mut [u8]) {
-        copy_config(&cuda::config_space(), offset, data);
-    }
-
-    fn process_queue(
-        &mut self,
-        _index: usize,
-        mem: &GuestMemoryMmap,
-        queue: &mut Queue,
-    ) -> Result<bool, String> {
-        CudaDevice::process_queue(self, mem, queue).map_err(|e| e.to_string())
-    }
-
-    fn reset(&mut self) {
-        CudaDevice::reset(self);
-    }
-}
-
 /// Copies `space[offset..]` into `data`, zero past its end.
 pub fn copy_config(space: &[u8], offset: u32, data: &mut [u8]) {
     for (i, b) in data.iter_mut().enumerate() {
@@ -156,13 +119,6 @@ type Factory<D> = dyn Fn() -> Result<D, String> + Send + Sync;
 pub struct VhostUserBackend<D: VhostUserDevice> {
     factory: Arc<Factory<D>>,
     poll_window: Duration,
-}
-
-impl<S: FrameService + Clone + 'static> VhostUserBackend<CudaDevice<S>> {
-    /// The virtio-cuda device over `service`.
-    pub fn new(service: S) -> Self {
-        Self::with_factory(move || Ok(CudaDevice::new(service.clone())))
-    }
 }
 
 impl<D: VhostUserDevice> VhostUserBackend<D> {
@@ -715,7 +671,7 @@ impl<D: VhostUserDevice> WorkerCtx<D> {
     /// Processes the ring until it stays empty for the poll window, then re-enables
     /// notifications. Returns false if the ring became unusable.
     fn drain(&self, q: &mut Queue) -> bool {
-        cuda::drain_polling_with(
+        crate::queue::drain_polling_with(
             &self.mem,
             q,
             self.poll_window,

@@ -1,4 +1,4 @@
-//! The virtio-gpu device model ([`virtio_gpu::device::GpuDevice`]) served over vhost-user, for
+//! The virtio-gpu device model ([`crate::device::GpuDevice`]) served over vhost-user, for
 //! QEMU's `vhost-user-gpu-pci` frontend (and any other vhost-user frontend).
 //!
 //! * [`VhostUserGpu`] adapts the model to [`VhostUserDevice`]. rutabaga_gfx is not `Send`, so
@@ -24,13 +24,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
-use virtio_cuda::vhost_user::{VhostUserDevice, VhostUserError};
-use virtio_gpu::device::{
+use crate::device::{
     ConfigSpace, GpuConfig, GpuDevice, CONFIG_SPACE_LEN, CURSORQ, FEATURES, NUM_QUEUES,
     QUEUE_SIZE_MAX,
 };
-use virtio_gpu::display::{Display, DisplayError, DisplaySpec, Frame};
+use crate::display::{Display, DisplayError, DisplaySpec, Frame};
+use tracing::{debug, info, warn};
+use virtio_common::vhost_user::{VhostUserDevice, VhostUserError};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
@@ -302,7 +302,7 @@ impl VhostUserGpu {
         let scanouts = config
             .scanouts
             .len()
-            .clamp(1, virtio_gpu::protocol::MAX_SCANOUTS);
+            .clamp(1, crate::protocol::MAX_SCANOUTS);
         let config_space = ConfigSpace::new(scanouts as u32, 0);
         let socket: SocketSlot = Arc::new(Mutex::new(None));
         let (tx, rx) = channel();
@@ -417,7 +417,7 @@ impl VhostUserDevice for VhostUserGpu {
     fn read_config(&self, offset: u32, data: &mut [u8]) {
         let mut space = [0u8; CONFIG_SPACE_LEN];
         self.config_space.read(0, &mut space);
-        virtio_cuda::vhost_user::copy_config(&space, offset, data);
+        virtio_common::vhost_user::copy_config(&space, offset, data);
     }
 
     fn write_config(&mut self, offset: u32, data: &[u8]) -> Result<(), VhostUserError> {
@@ -499,7 +499,7 @@ impl Drop for VhostUserGpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use virtio_gpu::protocol::format;
+    use crate::protocol::format;
 
     /// Reads one display-protocol message as QEMU would: (request, flags, payload).
     fn read_msg(s: &mut UnixStream) -> (u32, u32, Vec<u8>) {

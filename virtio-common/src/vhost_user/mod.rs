@@ -1,7 +1,6 @@
-//! A vhost-user backend for any [`VhostUserDevice`]: the virtio-cuda device (the same
-//! [`CudaDevice`](crate::device::CudaDevice) that our VMM drives over virtio-mmio) and, from the
-//! `vmm` crate, the virtio-gpu model; served to any vhost-user frontend (User-Mode Linux's
-//! `virtio_uml`, QEMU, crosvm, Cloud Hypervisor).
+//! A vhost-user backend for any [`VhostUserDevice`] (the virtio-cuda device from the
+//! `virtio-cuda` crate, the virtio-gpu device from `virtio-gpu`), served to any vhost-user
+//! frontend (User-Mode Linux's `virtio_uml`, QEMU, crosvm, Cloud Hypervisor).
 //!
 //! The backend protocol is implemented here rather than with the `vhost` crate because of two
 //! frontends' quirks measured with UML 6.1 (docs/VIRTIO.md): its SET_MEM_TABLE carries room for
@@ -11,15 +10,12 @@
 //!
 //! * [`message`]: the wire format (pure parsing, never panics),
 //! * [`socket`]: messages with file descriptors over the unix socket,
-//! * [`backend`]: the state machine (features, memory table, vring) and the queue worker,
-//! * [`remote`]: a [`FrameService`](crate::service::FrameService) forwarding to an
-//!   out-of-process executor (`--executor SOCK`).
+//! * [`backend`]: the state machine (features, memory table, vring) and the queue worker.
 
 pub mod backend;
 pub mod message;
 pub mod socket;
 
-pub use crate::service::RemoteExecutor;
 pub use backend::{copy_config, VhostUserBackend, VhostUserDevice, POLL_WINDOW};
 
 /// Why a vhost-user message or connection failed. Errors in one message are answered (or
@@ -75,6 +71,3 @@ pub enum VhostUserError {
     #[error("device: {0}")]
     Device(String),
 }
-
-#[cfg(test)]
-mod tests;

@@ -10,10 +10,11 @@ use std::time::Duration;
 use host_executor::cpu::CpuConfig;
 use host_executor::select::{open_backend, BackendChoice};
 use host_executor::{Executor, ExecutorConfig};
-use virtio_cuda::vhost_user::{RemoteExecutor, VhostUserBackend};
+use virtio_common::vhost_user::VhostUserBackend;
+use virtio_cuda::service::RemoteExecutor;
 use virtio_gpu::device::GpuConfig;
 use virtio_gpu::display::DisplaySpec;
-use vmm::vhost_user_gpu::VhostUserGpu;
+use virtio_gpu::vhost_user::VhostUserGpu;
 
 use crate::executor_cmd::BackendKind;
 use crate::size::parse_size;
@@ -55,7 +56,7 @@ pub struct VhostUserArgs {
     pub backend: BackendKind,
     /// Microseconds the queue worker keeps polling an idle ring before it sleeps and waits for
     /// the guest's kick (0: never poll).
-    #[arg(long, default_value_t = virtio_cuda::vhost_user::POLL_WINDOW.as_micros() as u64)]
+    #[arg(long, default_value_t = virtio_common::vhost_user::POLL_WINDOW.as_micros() as u64)]
     pub poll_us: u64,
     /// Device-memory quota of each guest session (e.g. 512M, 4G).
     #[arg(long, default_value = "4G", value_parser = parse_size)]
@@ -101,7 +102,7 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             args.socket.display(),
             exec.display()
         );
-        VhostUserBackend::new(RemoteExecutor::new(exec))
+        virtio_cuda::vhost_user::backend(RemoteExecutor::new(exec))
             .with_poll_window(Duration::from_micros(args.poll_us))
             .serve(&listener)?;
         return Ok(ExitCode::SUCCESS);
@@ -122,7 +123,7 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         "vcuda vhost-user: serving {} (device id 0xC0DA, backend {name})",
         args.socket.display()
     );
-    VhostUserBackend::new(executor)
+    virtio_cuda::vhost_user::backend(executor)
         .with_poll_window(Duration::from_micros(args.poll_us))
         .serve(&listener)?;
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! `vcuda image build` end to end: downloads Debian packages (kernel, headers, busybox-static;
 //! ~90 MB the first time, cached under $VCUDA_CACHE or ~/.cache/vcuda), so it is opt-in:
-//! `cargo test -p vmm --test image -- --ignored`.
+//! `cargo test -p vcuda --test image -- --ignored`.
 
 use std::process::Command;
 

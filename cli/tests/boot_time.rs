@@ -1,7 +1,7 @@
 //! Boot-time budget (docs/BENCHMARKS.md, "VMM"): VMM start → guest entry under 10 ms with 1 GiB,
 //! and the VMM's own share flat in guest RAM (1 GiB vs 64 GiB; KVM's memory-slot creation, which
 //! grows with RAM on a shadow-MMU KVM, is reported separately), measured with the test guest.
-//! Print the numbers with `cargo test -p vmm --release --test boot_time -- --nocapture`.
+//! Print the numbers with `cargo test -p vcuda --release --test boot_time -- --nocapture`.
 
 mod common;
 

@@ -56,7 +56,7 @@ const CFLAGS: &[&str] = &[
 ];
 
 fn sources_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("test-guests")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmm/test-guests")
 }
 
 fn newest_mtime(paths: &[PathBuf]) -> std::time::SystemTime {

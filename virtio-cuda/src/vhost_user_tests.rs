@@ -11,9 +11,11 @@ use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
-use super::message::{self as m, protocol_features as pf, *};
-use super::socket::Channel;
-use super::*;
+use virtio_common::vhost_user::message::{self as m, protocol_features as pf, *};
+use virtio_common::vhost_user::socket::Channel;
+use virtio_common::vhost_user::*;
+
+use super::backend;
 use crate::device::envelope::{Envelope, EnvelopeOp};
 use crate::protocol::{self as p, DataAccess, Request as Req, ResponseKind, Status};
 use crate::service::FrameService;
@@ -93,7 +95,7 @@ struct Frontend {
 impl Frontend {
     fn start() -> Self {
         let (a, b) = UnixStream::pair().unwrap();
-        let backend = std::thread::spawn(move || VhostUserBackend::new(Ok0).serve_connection(b));
+        let backend = std::thread::spawn(move || backend(Ok0).serve_connection(b));
         Self {
             ch: Channel::new(a),
             backend,
@@ -543,7 +545,7 @@ proptest::proptest! {
 #[test]
 fn a_frontend_that_hangs_up_ends_the_connection_cleanly() {
     let (a, b) = UnixStream::pair().unwrap();
-    let t = std::thread::spawn(move || VhostUserBackend::new(Ok0).serve_connection(b));
+    let t = std::thread::spawn(move || backend(Ok0).serve_connection(b));
     drop(a);
     assert!(t.join().unwrap().is_ok());
 }
@@ -561,7 +563,7 @@ proptest::proptest! {
         )
     ) {
         let (a, b) = UnixStream::pair().unwrap();
-        let backend = std::thread::spawn(move || VhostUserBackend::new(Ok0).serve_connection(b));
+        let backend = std::thread::spawn(move || backend(Ok0).serve_connection(b));
         let mut ch = Channel::new(a);
         for (request, need_reply, payload) in msgs {
             let h = Header {

@@ -107,7 +107,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), Vho
         }
     };
     let mut fds = Vec::new();
-    crate::shm::fdpass::take_fds(&msg, &mut fds);
+    crate::fdpass::take_fds(&msg, &mut fds);
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(VhostUserError::TooManyFds(MAX_FDS + 1));
     }
