@@ -1,6 +1,7 @@
 //! Stubs for the driver-API names the shim does not implement (generated from the names in
-//! CUDA 13.0's `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that [`crate::procaddr`] does not
-//! list; regenerate with `scripts/gen_unsupported.py` after adding an entry point there).
+//! CUDA 13.0's `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that no `proc(…)` clause of
+//! `api/` implements; regenerate with `guest-libcuda/scripts/gen_unsupported.py` after adding an
+//! entry point).
 //! Each stub logs its name once and returns `CUDA_ERROR_NOT_SUPPORTED`; its C signature does
 //! not matter because it reads no argument.
 

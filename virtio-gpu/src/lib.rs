@@ -13,6 +13,7 @@
 pub mod device;
 pub mod display;
 pub mod edid;
+#[cfg(any(test, feature = "test-driver"))]
 pub mod guest_driver;
 pub mod protocol;
 pub mod vhost_user;
