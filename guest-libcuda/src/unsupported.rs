@@ -1,14 +1,21 @@
-//! Stubs for the driver-API names the shim does not implement (generated from the names in
-//! CUDA 13.0's `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that no `proc(…)` clause of
-//! `api/` implements; regenerate with `guest-libcuda/scripts/gen_unsupported.py` after adding an
-//! entry point).
+//! Stubs for what the shim does not implement, generated from CUDA 13.0's headers by
+//! `guest-libcuda/scripts/gen_unsupported.py` (rerun it after adding an entry point):
+//!
+//! * `names`: the driver-API names of `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that no
+//!   `proc(…)` clause of `api/` implements; `cuGetProcAddress` resolves them to a stub;
+//! * `symbols`: the functions `cuda.h` declares (under the names the
+//!   preprocessor gives them, `_v2`…, and with `CUDA_API_PER_THREAD_DEFAULT_STREAM`, `_ptds`/`_ptsz`)
+//!   that the shim does not export; they are exported as stubs, so `dlsym` finds every driver
+//!   symbol a program or library asks for.
+//!
 //! Each stub logs its name once and returns `CUDA_ERROR_NOT_SUPPORTED`; its C signature does
-//! not matter because it reads no argument.
+//! not matter because it reads no argument (the caller cleans up its arguments on every ABI the
+//! shim is built for).
 
 use crate::types::CUresult;
 
 macro_rules! stubs {
-    ($($name:ident)*) => {
+    (names: $($name:ident)* ; symbols: $($sym:ident)*) => {
         /// The stub for a driver-API `name`, if it is one the shim does not implement.
         pub fn stub(name: &str) -> Option<usize> {
             $(
@@ -22,10 +29,23 @@ macro_rules! stubs {
                 _ => None,
             }
         }
+
+        $(
+            /// Not implemented by the vcuda shim: logs its name once and returns
+            /// `CUDA_ERROR_NOT_SUPPORTED`.
+            #[no_mangle]
+            pub unsafe extern "C" fn $sym() -> CUresult {
+                crate::ffi::not_supported(stringify!($sym))
+            }
+        )*
+
+        /// The symbols exported as stubs.
+        pub const EXPORTED_STUBS: &[&str] = &[$(stringify!($sym)),*];
     };
 }
 
 stubs! {
+    names:
     cuArray3DCreate
     cuArray3DGetDescriptor
     cuArrayCreate
@@ -321,4 +341,343 @@ stubs! {
     cuUserObjectRelease
     cuUserObjectRetain
     cuWaitExternalSemaphoresAsync
+    ;
+    symbols:
+    cuArray3DCreate_v2
+    cuArray3DGetDescriptor_v2
+    cuArrayCreate_v2
+    cuArrayDestroy
+    cuArrayGetDescriptor_v2
+    cuArrayGetMemoryRequirements
+    cuArrayGetPlane
+    cuArrayGetSparseProperties
+    cuCheckpointProcessCheckpoint
+    cuCheckpointProcessGetRestoreThreadId
+    cuCheckpointProcessGetState
+    cuCheckpointProcessLock
+    cuCheckpointProcessRestore
+    cuCheckpointProcessUnlock
+    cuCoredumpGetAttribute
+    cuCoredumpGetAttributeGlobal
+    cuCoredumpSetAttribute
+    cuCoredumpSetAttributeGlobal
+    cuCtxAttach
+    cuCtxDetach
+    cuCtxDisablePeerAccess
+    cuCtxEnablePeerAccess
+    cuCtxFromGreenCtx
+    cuCtxGetDevResource
+    cuCtxGetExecAffinity
+    cuCtxRecordEvent
+    cuCtxWaitEvent
+    cuDestroyExternalMemory
+    cuDestroyExternalSemaphore
+    cuDevResourceGenerateDesc
+    cuDevSmResourceSplitByCount
+    cuDeviceGetDefaultMemPool
+    cuDeviceGetDevResource
+    cuDeviceGetGraphMemAttribute
+    cuDeviceGetHostAtomicCapabilities
+    cuDeviceGetMemPool
+    cuDeviceGetNvSciSyncAttributes
+    cuDeviceGetP2PAtomicCapabilities
+    cuDeviceGetProperties
+    cuDeviceGraphMemTrim
+    cuDeviceRegisterAsyncNotification
+    cuDeviceSetGraphMemAttribute
+    cuDeviceSetMemPool
+    cuDeviceUnregisterAsyncNotification
+    cuExternalMemoryGetMappedBuffer
+    cuExternalMemoryGetMappedMipmappedArray
+    cuFuncGetParamInfo
+    cuFuncSetBlockShape
+    cuFuncSetSharedSize
+    cuGetProcAddress_v2_ptsz
+    cuGraphAddBatchMemOpNode
+    cuGraphAddChildGraphNode
+    cuGraphAddDependencies_v2
+    cuGraphAddEmptyNode
+    cuGraphAddEventRecordNode
+    cuGraphAddEventWaitNode
+    cuGraphAddExternalSemaphoresSignalNode
+    cuGraphAddExternalSemaphoresWaitNode
+    cuGraphAddHostNode
+    cuGraphAddKernelNode_v2
+    cuGraphAddMemAllocNode
+    cuGraphAddMemFreeNode
+    cuGraphAddMemcpyNode
+    cuGraphAddMemsetNode
+    cuGraphAddNode_v2
+    cuGraphBatchMemOpNodeGetParams
+    cuGraphBatchMemOpNodeSetParams
+    cuGraphChildGraphNodeGetGraph
+    cuGraphClone
+    cuGraphConditionalHandleCreate
+    cuGraphCreate
+    cuGraphDebugDotPrint
+    cuGraphDestroy
+    cuGraphDestroyNode
+    cuGraphEventRecordNodeGetEvent
+    cuGraphEventRecordNodeSetEvent
+    cuGraphEventWaitNodeGetEvent
+    cuGraphEventWaitNodeSetEvent
+    cuGraphExecBatchMemOpNodeSetParams
+    cuGraphExecChildGraphNodeSetParams
+    cuGraphExecDestroy
+    cuGraphExecEventRecordNodeSetEvent
+    cuGraphExecEventWaitNodeSetEvent
+    cuGraphExecExternalSemaphoresSignalNodeSetParams
+    cuGraphExecExternalSemaphoresWaitNodeSetParams
+    cuGraphExecGetFlags
+    cuGraphExecHostNodeSetParams
+    cuGraphExecKernelNodeSetParams_v2
+    cuGraphExecMemcpyNodeSetParams
+    cuGraphExecMemsetNodeSetParams
+    cuGraphExecNodeSetParams
+    cuGraphExecUpdate_v2
+    cuGraphExternalSemaphoresSignalNodeGetParams
+    cuGraphExternalSemaphoresSignalNodeSetParams
+    cuGraphExternalSemaphoresWaitNodeGetParams
+    cuGraphExternalSemaphoresWaitNodeSetParams
+    cuGraphGetEdges_v2
+    cuGraphGetNodes
+    cuGraphGetRootNodes
+    cuGraphHostNodeGetParams
+    cuGraphHostNodeSetParams
+    cuGraphInstantiateWithFlags
+    cuGraphInstantiateWithParams
+    cuGraphInstantiateWithParams_ptsz
+    cuGraphKernelNodeCopyAttributes
+    cuGraphKernelNodeGetAttribute
+    cuGraphKernelNodeGetParams_v2
+    cuGraphKernelNodeSetAttribute
+    cuGraphKernelNodeSetParams_v2
+    cuGraphLaunch
+    cuGraphLaunch_ptsz
+    cuGraphMemAllocNodeGetParams
+    cuGraphMemFreeNodeGetParams
+    cuGraphMemcpyNodeGetParams
+    cuGraphMemcpyNodeSetParams
+    cuGraphMemsetNodeGetParams
+    cuGraphMemsetNodeSetParams
+    cuGraphNodeFindInClone
+    cuGraphNodeGetDependencies_v2
+    cuGraphNodeGetDependentNodes_v2
+    cuGraphNodeGetEnabled
+    cuGraphNodeGetType
+    cuGraphNodeSetEnabled
+    cuGraphNodeSetParams
+    cuGraphReleaseUserObject
+    cuGraphRemoveDependencies_v2
+    cuGraphRetainUserObject
+    cuGraphUpload
+    cuGraphUpload_ptsz
+    cuGraphicsMapResources
+    cuGraphicsMapResources_ptsz
+    cuGraphicsResourceGetMappedMipmappedArray
+    cuGraphicsResourceGetMappedPointer_v2
+    cuGraphicsResourceSetMapFlags_v2
+    cuGraphicsSubResourceGetMappedArray
+    cuGraphicsUnmapResources
+    cuGraphicsUnmapResources_ptsz
+    cuGraphicsUnregisterResource
+    cuGreenCtxCreate
+    cuGreenCtxDestroy
+    cuGreenCtxGetDevResource
+    cuGreenCtxGetId
+    cuGreenCtxRecordEvent
+    cuGreenCtxStreamCreate
+    cuGreenCtxWaitEvent
+    cuImportExternalMemory
+    cuImportExternalSemaphore
+    cuIpcCloseMemHandle
+    cuIpcGetEventHandle
+    cuIpcGetMemHandle
+    cuIpcOpenEventHandle
+    cuIpcOpenMemHandle_v2
+    cuKernelGetParamInfo
+    cuLaunch
+    cuLaunchCooperativeKernelMultiDevice
+    cuLaunchGrid
+    cuLaunchGridAsync
+    cuLibraryEnumerateKernels
+    cuLibraryGetKernelCount
+    cuLibraryGetManaged
+    cuLibraryGetUnifiedFunction
+    cuLinkAddData_v2
+    cuLinkAddFile_v2
+    cuLinkComplete
+    cuLinkCreate_v2
+    cuLinkDestroy
+    cuLogsCurrent
+    cuLogsDumpToFile
+    cuLogsDumpToMemory
+    cuLogsRegisterCallback
+    cuLogsUnregisterCallback
+    cuMemAddressFree
+    cuMemAddressReserve
+    cuMemAdvise_v2
+    cuMemAllocFromPoolAsync
+    cuMemAllocFromPoolAsync_ptsz
+    cuMemBatchDecompressAsync
+    cuMemBatchDecompressAsync_ptsz
+    cuMemCreate
+    cuMemDiscardAndPrefetchBatchAsync
+    cuMemDiscardAndPrefetchBatchAsync_ptsz
+    cuMemDiscardBatchAsync
+    cuMemDiscardBatchAsync_ptsz
+    cuMemExportToShareableHandle
+    cuMemGetAccess
+    cuMemGetAllocationGranularity
+    cuMemGetAllocationPropertiesFromHandle
+    cuMemGetDefaultMemPool
+    cuMemGetHandleForAddressRange
+    cuMemGetMemPool
+    cuMemImportFromShareableHandle
+    cuMemMap
+    cuMemMapArrayAsync
+    cuMemMapArrayAsync_ptsz
+    cuMemPoolCreate
+    cuMemPoolDestroy
+    cuMemPoolExportPointer
+    cuMemPoolExportToShareableHandle
+    cuMemPoolGetAccess
+    cuMemPoolGetAttribute
+    cuMemPoolImportFromShareableHandle
+    cuMemPoolImportPointer
+    cuMemPoolSetAccess
+    cuMemPoolSetAttribute
+    cuMemPoolTrimTo
+    cuMemPrefetchAsync_v2
+    cuMemPrefetchAsync_v2_ptsz
+    cuMemPrefetchBatchAsync
+    cuMemPrefetchBatchAsync_ptsz
+    cuMemRangeGetAttribute
+    cuMemRangeGetAttributes
+    cuMemRelease
+    cuMemRetainAllocationHandle
+    cuMemSetAccess
+    cuMemSetMemPool
+    cuMemUnmap
+    cuMemcpy3DBatchAsync_v2
+    cuMemcpy3DBatchAsync_v2_ptsz
+    cuMemcpy3DPeer
+    cuMemcpy3DPeerAsync
+    cuMemcpy3DPeerAsync_ptsz
+    cuMemcpy3DPeer_ptds
+    cuMemcpyAtoA_v2
+    cuMemcpyAtoA_v2_ptds
+    cuMemcpyAtoD_v2
+    cuMemcpyAtoD_v2_ptds
+    cuMemcpyAtoHAsync_v2
+    cuMemcpyAtoHAsync_v2_ptsz
+    cuMemcpyAtoH_v2
+    cuMemcpyAtoH_v2_ptds
+    cuMemcpyBatchAsync_v2
+    cuMemcpyBatchAsync_v2_ptsz
+    cuMemcpyDtoA_v2
+    cuMemcpyDtoA_v2_ptds
+    cuMemcpyHtoAAsync_v2
+    cuMemcpyHtoAAsync_v2_ptsz
+    cuMemcpyHtoA_v2
+    cuMemcpyHtoA_v2_ptds
+    cuMemcpyPeerAsync_ptsz
+    cuMemcpyPeer_ptds
+    cuMipmappedArrayCreate
+    cuMipmappedArrayDestroy
+    cuMipmappedArrayGetLevel
+    cuMipmappedArrayGetMemoryRequirements
+    cuMipmappedArrayGetSparseProperties
+    cuModuleEnumerateFunctions
+    cuModuleGetSurfRef
+    cuModuleGetTexRef
+    cuMulticastAddDevice
+    cuMulticastBindAddr
+    cuMulticastBindMem
+    cuMulticastCreate
+    cuMulticastGetGranularity
+    cuMulticastUnbind
+    cuOccupancyMaxActiveClusters
+    cuOccupancyMaxPotentialClusterSize
+    cuParamSetSize
+    cuParamSetTexRef
+    cuParamSetf
+    cuParamSeti
+    cuParamSetv
+    cuSignalExternalSemaphoresAsync
+    cuSignalExternalSemaphoresAsync_ptsz
+    cuStreamAttachMemAsync
+    cuStreamAttachMemAsync_ptsz
+    cuStreamBatchMemOp_v2
+    cuStreamBatchMemOp_v2_ptsz
+    cuStreamBeginCaptureToGraph
+    cuStreamBeginCaptureToGraph_ptsz
+    cuStreamBeginCapture_v2
+    cuStreamBeginCapture_v2_ptsz
+    cuStreamCopyAttributes
+    cuStreamCopyAttributes_ptsz
+    cuStreamEndCapture
+    cuStreamEndCapture_ptsz
+    cuStreamGetAttribute
+    cuStreamGetAttribute_ptsz
+    cuStreamGetCaptureInfo_v3_ptsz
+    cuStreamGetGreenCtx
+    cuStreamSetAttribute
+    cuStreamSetAttribute_ptsz
+    cuStreamUpdateCaptureDependencies_v2
+    cuStreamUpdateCaptureDependencies_v2_ptsz
+    cuStreamWaitValue32_v2
+    cuStreamWaitValue32_v2_ptsz
+    cuStreamWaitValue64_v2
+    cuStreamWaitValue64_v2_ptsz
+    cuStreamWriteValue32_v2
+    cuStreamWriteValue32_v2_ptsz
+    cuStreamWriteValue64_v2
+    cuStreamWriteValue64_v2_ptsz
+    cuSurfObjectCreate
+    cuSurfObjectDestroy
+    cuSurfObjectGetResourceDesc
+    cuSurfRefGetArray
+    cuSurfRefSetArray
+    cuTensorMapEncodeIm2col
+    cuTensorMapEncodeIm2colWide
+    cuTensorMapEncodeTiled
+    cuTensorMapReplaceAddress
+    cuTexObjectCreate
+    cuTexObjectDestroy
+    cuTexObjectGetResourceDesc
+    cuTexObjectGetResourceViewDesc
+    cuTexObjectGetTextureDesc
+    cuTexRefCreate
+    cuTexRefDestroy
+    cuTexRefGetAddressMode
+    cuTexRefGetAddress_v2
+    cuTexRefGetArray
+    cuTexRefGetBorderColor
+    cuTexRefGetFilterMode
+    cuTexRefGetFlags
+    cuTexRefGetFormat
+    cuTexRefGetMaxAnisotropy
+    cuTexRefGetMipmapFilterMode
+    cuTexRefGetMipmapLevelBias
+    cuTexRefGetMipmapLevelClamp
+    cuTexRefGetMipmappedArray
+    cuTexRefSetAddress2D_v3
+    cuTexRefSetAddressMode
+    cuTexRefSetAddress_v2
+    cuTexRefSetArray
+    cuTexRefSetBorderColor
+    cuTexRefSetFilterMode
+    cuTexRefSetFlags
+    cuTexRefSetFormat
+    cuTexRefSetMaxAnisotropy
+    cuTexRefSetMipmapFilterMode
+    cuTexRefSetMipmapLevelBias
+    cuTexRefSetMipmapLevelClamp
+    cuTexRefSetMipmappedArray
+    cuUserObjectCreate
+    cuUserObjectRelease
+    cuUserObjectRetain
+    cuWaitExternalSemaphoresAsync
+    cuWaitExternalSemaphoresAsync_ptsz
 }
