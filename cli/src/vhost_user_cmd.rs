@@ -14,7 +14,7 @@ use virtio_common::vhost_user::VhostUserBackend;
 use virtio_cuda::service::RemoteExecutor;
 use virtio_gpu::device::GpuConfig;
 use virtio_gpu::display::DisplaySpec;
-use virtio_gpu::vhost_user::VhostUserGpu;
+use virtio_gpu::VirtioGpu;
 
 use crate::executor_cmd::BackendKind;
 use crate::size::parse_size;
@@ -136,14 +136,14 @@ fn run_gpu(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
     let (w, h) = args.gpu_size;
     let (config, display) = (GpuConfig::with_size(w, h), args.display.clone());
     // Fail now, not at the first connection, if the display cannot be created.
-    drop(VhostUserGpu::new(config.clone(), display.clone())?);
+    drop(VirtioGpu::new(config.clone(), display.clone())?);
     let listener = listen(&args.socket)?;
     eprintln!(
         "vcuda vhost-user: serving {} (virtio-gpu, device id 16, {w}x{h}, display {:?})",
         args.socket.display(),
         args.display
     );
-    VhostUserBackend::with_factory(move || VhostUserGpu::new(config.clone(), display.clone()))
+    VhostUserBackend::with_factory(move || VirtioGpu::new(config.clone(), display.clone()))
         .with_poll_window(Duration::from_micros(args.poll_us))
         .serve(&listener)?;
     Ok(ExitCode::SUCCESS)

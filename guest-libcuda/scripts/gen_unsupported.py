@@ -10,6 +10,8 @@
   not export: exported as stubs, so that `dlsym` finds every driver symbol a program or library
   built against these headers asks for.
 
+A name in both lists (most of them) is one stub, listed once under `both`.
+
 Usage: eval "$(scripts/setup.sh --env)"; guest-libcuda/scripts/gen_unsupported.py"""
 import os, re, pathlib, subprocess
 
@@ -43,10 +45,14 @@ def declared(defines):
 
 
 symbols = sorted((declared([]) | declared(["-DCUDA_API_PER_THREAD_DEFAULT_STREAM"])) - exported)
+stub_names = [n for n in names if n not in implemented]
+both = sorted(set(stub_names) & set(symbols))
 path = here / "src" / "unsupported.rs"
 src = path.read_text()
 head = src[: src.index("stubs! {\n") + len("stubs! {\n")]
-body = "    names:\n" + "".join(f"    {n}\n" for n in names if n not in implemented)
-body += "    ;\n    symbols:\n" + "".join(f"    {n}\n" for n in symbols)
+group = lambda title, items: f"    {title}:\n" + "".join(f"    {n}\n" for n in items)
+body = group("both", both) + "    ;\n"
+body += group("names", [n for n in stub_names if n not in both]) + "    ;\n"
+body += group("symbols", [n for n in symbols if n not in both])
 path.write_text(head + body + "}\n")
-print(f"{sum(n not in implemented for n in names)} cuGetProcAddress stubs, {len(symbols)} exported stubs")
+print(f"{len(stub_names)} cuGetProcAddress stubs, {len(symbols)} exported stubs, {len(both)} both")

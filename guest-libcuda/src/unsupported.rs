@@ -1,9 +1,9 @@
 //! Stubs for what the shim does not implement, generated from CUDA 13.0's headers by
 //! `guest-libcuda/scripts/gen_unsupported.py` (rerun it after adding an entry point):
 //!
-//! * `names`: the driver-API names of `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that no
+//! * `names` (and `both`): the driver-API names of `cudaTypedefs.h` and `cudaProfilerTypedefs.h` that no
 //!   `proc(…)` clause of `api/` implements; `cuGetProcAddress` resolves them to a stub;
-//! * `symbols`: the functions `cuda.h` declares (under the names the
+//! * `symbols` (and `both`): the functions `cuda.h` declares (under the names the
 //!   preprocessor gives them, `_v2`…, and with `CUDA_API_PER_THREAD_DEFAULT_STREAM`, `_ptds`/`_ptsz`)
 //!   that the shim does not export; they are exported as stubs, so `dlsym` finds every driver
 //!   symbol a program or library asks for.
@@ -15,21 +15,15 @@
 use crate::types::CUresult;
 
 macro_rules! stubs {
-    (names: $($name:ident)* ; symbols: $($sym:ident)*) => {
-        /// The stub for a driver-API `name`, if it is one the shim does not implement.
-        pub fn stub(name: &str) -> Option<usize> {
-            $(
-                #[allow(non_snake_case)]
-                unsafe extern "C" fn $name() -> CUresult {
-                    crate::ffi::not_supported(stringify!($name))
-                }
-            )*
-            match name {
-                $(stringify!($name) => Some($name as *const () as usize),)*
-                _ => None,
+    (both: $($both:ident)* ; names: $($name:ident)* ; symbols: $($sym:ident)*) => {
+        $(
+            /// Not implemented by the vcuda shim: logs its name once and returns
+            /// `CUDA_ERROR_NOT_SUPPORTED`.
+            #[no_mangle]
+            pub unsafe extern "C" fn $both() -> CUresult {
+                crate::ffi::not_supported(stringify!($both))
             }
-        }
-
+        )*
         $(
             /// Not implemented by the vcuda shim: logs its name once and returns
             /// `CUDA_ERROR_NOT_SUPPORTED`.
@@ -39,18 +33,29 @@ macro_rules! stubs {
             }
         )*
 
+        /// The stub for a driver-API `name`, if it is one the shim does not implement.
+        pub fn stub(name: &str) -> Option<usize> {
+            $(
+                #[allow(non_snake_case)]
+                unsafe extern "C" fn $name() -> CUresult {
+                    crate::ffi::not_supported(stringify!($name))
+                }
+            )*
+            match name {
+                $(stringify!($both) => Some($both as *const () as usize),)*
+                $(stringify!($name) => Some($name as *const () as usize),)*
+                _ => None,
+            }
+        }
+
         /// The symbols exported as stubs.
-        pub const EXPORTED_STUBS: &[&str] = &[$(stringify!($sym)),*];
+        pub const EXPORTED_STUBS: &[&str] = &[$(stringify!($both),)* $(stringify!($sym)),*];
     };
 }
 
 stubs! {
-    names:
-    cuArray3DCreate
-    cuArray3DGetDescriptor
-    cuArrayCreate
+    both:
     cuArrayDestroy
-    cuArrayGetDescriptor
     cuArrayGetMemoryRequirements
     cuArrayGetPlane
     cuArrayGetSparseProperties
@@ -97,19 +102,16 @@ stubs! {
     cuFuncSetSharedSize
     cuGraphAddBatchMemOpNode
     cuGraphAddChildGraphNode
-    cuGraphAddDependencies
     cuGraphAddEmptyNode
     cuGraphAddEventRecordNode
     cuGraphAddEventWaitNode
     cuGraphAddExternalSemaphoresSignalNode
     cuGraphAddExternalSemaphoresWaitNode
     cuGraphAddHostNode
-    cuGraphAddKernelNode
     cuGraphAddMemAllocNode
     cuGraphAddMemFreeNode
     cuGraphAddMemcpyNode
     cuGraphAddMemsetNode
-    cuGraphAddNode
     cuGraphBatchMemOpNodeGetParams
     cuGraphBatchMemOpNodeSetParams
     cuGraphChildGraphNodeGetGraph
@@ -132,28 +134,22 @@ stubs! {
     cuGraphExecExternalSemaphoresWaitNodeSetParams
     cuGraphExecGetFlags
     cuGraphExecHostNodeSetParams
-    cuGraphExecKernelNodeSetParams
     cuGraphExecMemcpyNodeSetParams
     cuGraphExecMemsetNodeSetParams
     cuGraphExecNodeSetParams
-    cuGraphExecUpdate
     cuGraphExternalSemaphoresSignalNodeGetParams
     cuGraphExternalSemaphoresSignalNodeSetParams
     cuGraphExternalSemaphoresWaitNodeGetParams
     cuGraphExternalSemaphoresWaitNodeSetParams
-    cuGraphGetEdges
     cuGraphGetNodes
     cuGraphGetRootNodes
     cuGraphHostNodeGetParams
     cuGraphHostNodeSetParams
-    cuGraphInstantiate
     cuGraphInstantiateWithFlags
     cuGraphInstantiateWithParams
     cuGraphKernelNodeCopyAttributes
     cuGraphKernelNodeGetAttribute
-    cuGraphKernelNodeGetParams
     cuGraphKernelNodeSetAttribute
-    cuGraphKernelNodeSetParams
     cuGraphLaunch
     cuGraphMemAllocNodeGetParams
     cuGraphMemFreeNodeGetParams
@@ -162,20 +158,15 @@ stubs! {
     cuGraphMemsetNodeGetParams
     cuGraphMemsetNodeSetParams
     cuGraphNodeFindInClone
-    cuGraphNodeGetDependencies
-    cuGraphNodeGetDependentNodes
     cuGraphNodeGetEnabled
     cuGraphNodeGetType
     cuGraphNodeSetEnabled
     cuGraphNodeSetParams
     cuGraphReleaseUserObject
-    cuGraphRemoveDependencies
     cuGraphRetainUserObject
     cuGraphUpload
     cuGraphicsMapResources
     cuGraphicsResourceGetMappedMipmappedArray
-    cuGraphicsResourceGetMappedPointer
-    cuGraphicsResourceSetMapFlags
     cuGraphicsSubResourceGetMappedArray
     cuGraphicsUnmapResources
     cuGraphicsUnregisterResource
@@ -192,7 +183,6 @@ stubs! {
     cuIpcGetEventHandle
     cuIpcGetMemHandle
     cuIpcOpenEventHandle
-    cuIpcOpenMemHandle
     cuKernelGetParamInfo
     cuLaunch
     cuLaunchCooperativeKernelMultiDevice
@@ -202,10 +192,7 @@ stubs! {
     cuLibraryGetKernelCount
     cuLibraryGetManaged
     cuLibraryGetUnifiedFunction
-    cuLinkAddData
-    cuLinkAddFile
     cuLinkComplete
-    cuLinkCreate
     cuLinkDestroy
     cuLogsCurrent
     cuLogsDumpToFile
@@ -248,17 +235,8 @@ stubs! {
     cuMemSetAccess
     cuMemSetMemPool
     cuMemUnmap
-    cuMemcpy3DBatchAsync
     cuMemcpy3DPeer
     cuMemcpy3DPeerAsync
-    cuMemcpyAtoA
-    cuMemcpyAtoD
-    cuMemcpyAtoH
-    cuMemcpyAtoHAsync
-    cuMemcpyBatchAsync
-    cuMemcpyDtoA
-    cuMemcpyHtoA
-    cuMemcpyHtoAAsync
     cuMipmappedArrayCreate
     cuMipmappedArrayDestroy
     cuMipmappedArrayGetLevel
@@ -280,22 +258,14 @@ stubs! {
     cuParamSetf
     cuParamSeti
     cuParamSetv
-    cuProfilerInitialize
     cuSignalExternalSemaphoresAsync
     cuStreamAttachMemAsync
-    cuStreamBatchMemOp
-    cuStreamBeginCapture
     cuStreamBeginCaptureToGraph
     cuStreamCopyAttributes
     cuStreamEndCapture
     cuStreamGetAttribute
     cuStreamGetGreenCtx
     cuStreamSetAttribute
-    cuStreamUpdateCaptureDependencies
-    cuStreamWaitValue32
-    cuStreamWaitValue64
-    cuStreamWriteValue32
-    cuStreamWriteValue64
     cuSurfObjectCreate
     cuSurfObjectDestroy
     cuSurfObjectGetResourceDesc
@@ -312,7 +282,6 @@ stubs! {
     cuTexObjectGetTextureDesc
     cuTexRefCreate
     cuTexRefDestroy
-    cuTexRefGetAddress
     cuTexRefGetAddressMode
     cuTexRefGetArray
     cuTexRefGetBorderColor
@@ -324,8 +293,6 @@ stubs! {
     cuTexRefGetMipmapLevelBias
     cuTexRefGetMipmapLevelClamp
     cuTexRefGetMipmappedArray
-    cuTexRefSetAddress
-    cuTexRefSetAddress2D
     cuTexRefSetAddressMode
     cuTexRefSetArray
     cuTexRefSetBorderColor
@@ -342,227 +309,89 @@ stubs! {
     cuUserObjectRetain
     cuWaitExternalSemaphoresAsync
     ;
+    names:
+    cuArray3DCreate
+    cuArray3DGetDescriptor
+    cuArrayCreate
+    cuArrayGetDescriptor
+    cuGraphAddDependencies
+    cuGraphAddKernelNode
+    cuGraphAddNode
+    cuGraphExecKernelNodeSetParams
+    cuGraphExecUpdate
+    cuGraphGetEdges
+    cuGraphInstantiate
+    cuGraphKernelNodeGetParams
+    cuGraphKernelNodeSetParams
+    cuGraphNodeGetDependencies
+    cuGraphNodeGetDependentNodes
+    cuGraphRemoveDependencies
+    cuGraphicsResourceGetMappedPointer
+    cuGraphicsResourceSetMapFlags
+    cuIpcOpenMemHandle
+    cuLinkAddData
+    cuLinkAddFile
+    cuLinkCreate
+    cuMemcpy3DBatchAsync
+    cuMemcpyAtoA
+    cuMemcpyAtoD
+    cuMemcpyAtoH
+    cuMemcpyAtoHAsync
+    cuMemcpyBatchAsync
+    cuMemcpyDtoA
+    cuMemcpyHtoA
+    cuMemcpyHtoAAsync
+    cuProfilerInitialize
+    cuStreamBatchMemOp
+    cuStreamBeginCapture
+    cuStreamUpdateCaptureDependencies
+    cuStreamWaitValue32
+    cuStreamWaitValue64
+    cuStreamWriteValue32
+    cuStreamWriteValue64
+    cuTexRefGetAddress
+    cuTexRefSetAddress
+    cuTexRefSetAddress2D
+    ;
     symbols:
     cuArray3DCreate_v2
     cuArray3DGetDescriptor_v2
     cuArrayCreate_v2
-    cuArrayDestroy
     cuArrayGetDescriptor_v2
-    cuArrayGetMemoryRequirements
-    cuArrayGetPlane
-    cuArrayGetSparseProperties
-    cuCheckpointProcessCheckpoint
-    cuCheckpointProcessGetRestoreThreadId
-    cuCheckpointProcessGetState
-    cuCheckpointProcessLock
-    cuCheckpointProcessRestore
-    cuCheckpointProcessUnlock
-    cuCoredumpGetAttribute
-    cuCoredumpGetAttributeGlobal
-    cuCoredumpSetAttribute
-    cuCoredumpSetAttributeGlobal
-    cuCtxAttach
-    cuCtxDetach
-    cuCtxDisablePeerAccess
-    cuCtxEnablePeerAccess
-    cuCtxFromGreenCtx
-    cuCtxGetDevResource
-    cuCtxGetExecAffinity
-    cuCtxRecordEvent
-    cuCtxWaitEvent
-    cuDestroyExternalMemory
-    cuDestroyExternalSemaphore
-    cuDevResourceGenerateDesc
-    cuDevSmResourceSplitByCount
-    cuDeviceGetDefaultMemPool
-    cuDeviceGetDevResource
-    cuDeviceGetGraphMemAttribute
-    cuDeviceGetHostAtomicCapabilities
-    cuDeviceGetMemPool
-    cuDeviceGetNvSciSyncAttributes
-    cuDeviceGetP2PAtomicCapabilities
-    cuDeviceGetProperties
-    cuDeviceGraphMemTrim
-    cuDeviceRegisterAsyncNotification
-    cuDeviceSetGraphMemAttribute
-    cuDeviceSetMemPool
-    cuDeviceUnregisterAsyncNotification
-    cuExternalMemoryGetMappedBuffer
-    cuExternalMemoryGetMappedMipmappedArray
-    cuFuncGetParamInfo
-    cuFuncSetBlockShape
-    cuFuncSetSharedSize
     cuGetProcAddress_v2_ptsz
-    cuGraphAddBatchMemOpNode
-    cuGraphAddChildGraphNode
     cuGraphAddDependencies_v2
-    cuGraphAddEmptyNode
-    cuGraphAddEventRecordNode
-    cuGraphAddEventWaitNode
-    cuGraphAddExternalSemaphoresSignalNode
-    cuGraphAddExternalSemaphoresWaitNode
-    cuGraphAddHostNode
     cuGraphAddKernelNode_v2
-    cuGraphAddMemAllocNode
-    cuGraphAddMemFreeNode
-    cuGraphAddMemcpyNode
-    cuGraphAddMemsetNode
     cuGraphAddNode_v2
-    cuGraphBatchMemOpNodeGetParams
-    cuGraphBatchMemOpNodeSetParams
-    cuGraphChildGraphNodeGetGraph
-    cuGraphClone
-    cuGraphConditionalHandleCreate
-    cuGraphCreate
-    cuGraphDebugDotPrint
-    cuGraphDestroy
-    cuGraphDestroyNode
-    cuGraphEventRecordNodeGetEvent
-    cuGraphEventRecordNodeSetEvent
-    cuGraphEventWaitNodeGetEvent
-    cuGraphEventWaitNodeSetEvent
-    cuGraphExecBatchMemOpNodeSetParams
-    cuGraphExecChildGraphNodeSetParams
-    cuGraphExecDestroy
-    cuGraphExecEventRecordNodeSetEvent
-    cuGraphExecEventWaitNodeSetEvent
-    cuGraphExecExternalSemaphoresSignalNodeSetParams
-    cuGraphExecExternalSemaphoresWaitNodeSetParams
-    cuGraphExecGetFlags
-    cuGraphExecHostNodeSetParams
     cuGraphExecKernelNodeSetParams_v2
-    cuGraphExecMemcpyNodeSetParams
-    cuGraphExecMemsetNodeSetParams
-    cuGraphExecNodeSetParams
     cuGraphExecUpdate_v2
-    cuGraphExternalSemaphoresSignalNodeGetParams
-    cuGraphExternalSemaphoresSignalNodeSetParams
-    cuGraphExternalSemaphoresWaitNodeGetParams
-    cuGraphExternalSemaphoresWaitNodeSetParams
     cuGraphGetEdges_v2
-    cuGraphGetNodes
-    cuGraphGetRootNodes
-    cuGraphHostNodeGetParams
-    cuGraphHostNodeSetParams
-    cuGraphInstantiateWithFlags
-    cuGraphInstantiateWithParams
     cuGraphInstantiateWithParams_ptsz
-    cuGraphKernelNodeCopyAttributes
-    cuGraphKernelNodeGetAttribute
     cuGraphKernelNodeGetParams_v2
-    cuGraphKernelNodeSetAttribute
     cuGraphKernelNodeSetParams_v2
-    cuGraphLaunch
     cuGraphLaunch_ptsz
-    cuGraphMemAllocNodeGetParams
-    cuGraphMemFreeNodeGetParams
-    cuGraphMemcpyNodeGetParams
-    cuGraphMemcpyNodeSetParams
-    cuGraphMemsetNodeGetParams
-    cuGraphMemsetNodeSetParams
-    cuGraphNodeFindInClone
     cuGraphNodeGetDependencies_v2
     cuGraphNodeGetDependentNodes_v2
-    cuGraphNodeGetEnabled
-    cuGraphNodeGetType
-    cuGraphNodeSetEnabled
-    cuGraphNodeSetParams
-    cuGraphReleaseUserObject
     cuGraphRemoveDependencies_v2
-    cuGraphRetainUserObject
-    cuGraphUpload
     cuGraphUpload_ptsz
-    cuGraphicsMapResources
     cuGraphicsMapResources_ptsz
-    cuGraphicsResourceGetMappedMipmappedArray
     cuGraphicsResourceGetMappedPointer_v2
     cuGraphicsResourceSetMapFlags_v2
-    cuGraphicsSubResourceGetMappedArray
-    cuGraphicsUnmapResources
     cuGraphicsUnmapResources_ptsz
-    cuGraphicsUnregisterResource
-    cuGreenCtxCreate
-    cuGreenCtxDestroy
-    cuGreenCtxGetDevResource
-    cuGreenCtxGetId
-    cuGreenCtxRecordEvent
-    cuGreenCtxStreamCreate
-    cuGreenCtxWaitEvent
-    cuImportExternalMemory
-    cuImportExternalSemaphore
-    cuIpcCloseMemHandle
-    cuIpcGetEventHandle
-    cuIpcGetMemHandle
-    cuIpcOpenEventHandle
     cuIpcOpenMemHandle_v2
-    cuKernelGetParamInfo
-    cuLaunch
-    cuLaunchCooperativeKernelMultiDevice
-    cuLaunchGrid
-    cuLaunchGridAsync
-    cuLibraryEnumerateKernels
-    cuLibraryGetKernelCount
-    cuLibraryGetManaged
-    cuLibraryGetUnifiedFunction
     cuLinkAddData_v2
     cuLinkAddFile_v2
-    cuLinkComplete
     cuLinkCreate_v2
-    cuLinkDestroy
-    cuLogsCurrent
-    cuLogsDumpToFile
-    cuLogsDumpToMemory
-    cuLogsRegisterCallback
-    cuLogsUnregisterCallback
-    cuMemAddressFree
-    cuMemAddressReserve
     cuMemAdvise_v2
-    cuMemAllocFromPoolAsync
     cuMemAllocFromPoolAsync_ptsz
-    cuMemBatchDecompressAsync
     cuMemBatchDecompressAsync_ptsz
-    cuMemCreate
-    cuMemDiscardAndPrefetchBatchAsync
     cuMemDiscardAndPrefetchBatchAsync_ptsz
-    cuMemDiscardBatchAsync
     cuMemDiscardBatchAsync_ptsz
-    cuMemExportToShareableHandle
-    cuMemGetAccess
-    cuMemGetAllocationGranularity
-    cuMemGetAllocationPropertiesFromHandle
-    cuMemGetDefaultMemPool
-    cuMemGetHandleForAddressRange
-    cuMemGetMemPool
-    cuMemImportFromShareableHandle
-    cuMemMap
-    cuMemMapArrayAsync
     cuMemMapArrayAsync_ptsz
-    cuMemPoolCreate
-    cuMemPoolDestroy
-    cuMemPoolExportPointer
-    cuMemPoolExportToShareableHandle
-    cuMemPoolGetAccess
-    cuMemPoolGetAttribute
-    cuMemPoolImportFromShareableHandle
-    cuMemPoolImportPointer
-    cuMemPoolSetAccess
-    cuMemPoolSetAttribute
-    cuMemPoolTrimTo
     cuMemPrefetchAsync_v2
     cuMemPrefetchAsync_v2_ptsz
-    cuMemPrefetchBatchAsync
     cuMemPrefetchBatchAsync_ptsz
-    cuMemRangeGetAttribute
-    cuMemRangeGetAttributes
-    cuMemRelease
-    cuMemRetainAllocationHandle
-    cuMemSetAccess
-    cuMemSetMemPool
-    cuMemUnmap
     cuMemcpy3DBatchAsync_v2
     cuMemcpy3DBatchAsync_v2_ptsz
-    cuMemcpy3DPeer
-    cuMemcpy3DPeerAsync
     cuMemcpy3DPeerAsync_ptsz
     cuMemcpy3DPeer_ptds
     cuMemcpyAtoA_v2
@@ -583,46 +412,17 @@ stubs! {
     cuMemcpyHtoA_v2_ptds
     cuMemcpyPeerAsync_ptsz
     cuMemcpyPeer_ptds
-    cuMipmappedArrayCreate
-    cuMipmappedArrayDestroy
-    cuMipmappedArrayGetLevel
-    cuMipmappedArrayGetMemoryRequirements
-    cuMipmappedArrayGetSparseProperties
-    cuModuleEnumerateFunctions
-    cuModuleGetSurfRef
-    cuModuleGetTexRef
-    cuMulticastAddDevice
-    cuMulticastBindAddr
-    cuMulticastBindMem
-    cuMulticastCreate
-    cuMulticastGetGranularity
-    cuMulticastUnbind
-    cuOccupancyMaxActiveClusters
-    cuOccupancyMaxPotentialClusterSize
-    cuParamSetSize
-    cuParamSetTexRef
-    cuParamSetf
-    cuParamSeti
-    cuParamSetv
-    cuSignalExternalSemaphoresAsync
     cuSignalExternalSemaphoresAsync_ptsz
-    cuStreamAttachMemAsync
     cuStreamAttachMemAsync_ptsz
     cuStreamBatchMemOp_v2
     cuStreamBatchMemOp_v2_ptsz
-    cuStreamBeginCaptureToGraph
     cuStreamBeginCaptureToGraph_ptsz
     cuStreamBeginCapture_v2
     cuStreamBeginCapture_v2_ptsz
-    cuStreamCopyAttributes
     cuStreamCopyAttributes_ptsz
-    cuStreamEndCapture
     cuStreamEndCapture_ptsz
-    cuStreamGetAttribute
     cuStreamGetAttribute_ptsz
     cuStreamGetCaptureInfo_v3_ptsz
-    cuStreamGetGreenCtx
-    cuStreamSetAttribute
     cuStreamSetAttribute_ptsz
     cuStreamUpdateCaptureDependencies_v2
     cuStreamUpdateCaptureDependencies_v2_ptsz
@@ -634,50 +434,8 @@ stubs! {
     cuStreamWriteValue32_v2_ptsz
     cuStreamWriteValue64_v2
     cuStreamWriteValue64_v2_ptsz
-    cuSurfObjectCreate
-    cuSurfObjectDestroy
-    cuSurfObjectGetResourceDesc
-    cuSurfRefGetArray
-    cuSurfRefSetArray
-    cuTensorMapEncodeIm2col
-    cuTensorMapEncodeIm2colWide
-    cuTensorMapEncodeTiled
-    cuTensorMapReplaceAddress
-    cuTexObjectCreate
-    cuTexObjectDestroy
-    cuTexObjectGetResourceDesc
-    cuTexObjectGetResourceViewDesc
-    cuTexObjectGetTextureDesc
-    cuTexRefCreate
-    cuTexRefDestroy
-    cuTexRefGetAddressMode
     cuTexRefGetAddress_v2
-    cuTexRefGetArray
-    cuTexRefGetBorderColor
-    cuTexRefGetFilterMode
-    cuTexRefGetFlags
-    cuTexRefGetFormat
-    cuTexRefGetMaxAnisotropy
-    cuTexRefGetMipmapFilterMode
-    cuTexRefGetMipmapLevelBias
-    cuTexRefGetMipmapLevelClamp
-    cuTexRefGetMipmappedArray
     cuTexRefSetAddress2D_v3
-    cuTexRefSetAddressMode
     cuTexRefSetAddress_v2
-    cuTexRefSetArray
-    cuTexRefSetBorderColor
-    cuTexRefSetFilterMode
-    cuTexRefSetFlags
-    cuTexRefSetFormat
-    cuTexRefSetMaxAnisotropy
-    cuTexRefSetMipmapFilterMode
-    cuTexRefSetMipmapLevelBias
-    cuTexRefSetMipmapLevelClamp
-    cuTexRefSetMipmappedArray
-    cuUserObjectCreate
-    cuUserObjectRelease
-    cuUserObjectRetain
-    cuWaitExternalSemaphoresAsync
     cuWaitExternalSemaphoresAsync_ptsz
 }

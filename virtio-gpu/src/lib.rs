@@ -6,7 +6,9 @@
 //! - [`display`]: where flushed scanouts go: `none`, `png:<dir>`, `png-last:<dir>`, `window`
 //!   (Vulkan through vulkano, cargo feature `window`).
 //! - [`edid`]: the EDID block returned by GET_EDID.
-//! - [`vhost_user`]: the same model served over vhost-user (QEMU's `vhost-user-gpu-pci`).
+//! - [`served`]: [`VirtioGpu`], the model on its own thread as every transport serves it (our
+//!   VMM's virtio-mmio, vhost-user); [`vhost_user`]: the request only vhost-user has (QEMU's
+//!   display socket for `vhost-user-gpu-pci`).
 //!
 //! See `docs/GPU.md`.
 
@@ -16,7 +18,9 @@ pub mod edid;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod guest_driver;
 pub mod protocol;
+pub mod served;
 pub mod vhost_user;
 
 pub use device::{GpuConfig, GpuDevice};
 pub use display::{Display, DisplaySpec, Frame};
+pub use served::VirtioGpu;

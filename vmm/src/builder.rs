@@ -21,10 +21,9 @@ use crate::devices::bus::BusError;
 use crate::devices::debug_exit::{DebugExit, DEBUG_EXIT_LEN, DEBUG_EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{SerialDevice, SerialOut, COM1_BASE, COM1_LEN};
-use crate::devices::virtio::cuda::VirtioCuda;
 use crate::devices::virtio::echo::EchoDevice;
-use crate::devices::virtio::gpu::VirtioGpu;
 use crate::devices::virtio::mmio::{reg, MmioError, MmioTransport};
+use crate::devices::virtio::queued::Queued;
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::{Bus, BusDevice};
 use crate::exit::{ExitSignal, VmExit};
@@ -33,7 +32,9 @@ use crate::vstate::vm::{Vm, VmError};
 use host_executor::cpu::CpuConfig;
 use host_executor::select::{open_backend, BackendChoice};
 use host_executor::{Executor, ExecutorConfig};
+use virtio_cuda::device::CudaDevice;
 use virtio_cuda::service::RemoteExecutor;
+use virtio_gpu::VirtioGpu;
 
 /// Everything that can stop the VMM before or while the guest runs.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
     #[error("virtio-cuda executor: {0}")]
     Executor(String),
+    #[error("virtio device: {0}")]
+    Device(String),
     #[error("KVM refused to {what}: {source}")]
     Kvm {
         what: &'static str,
@@ -100,22 +103,22 @@ fn make_device(kind: DeviceKind, config: &VmConfig) -> Result<Box<dyn VirtioDevi
     Ok(match kind {
         DeviceKind::Echo => Box::new(EchoDevice::new()),
         DeviceKind::Cuda => match &config.executor {
-            Some(path) => Box::new(VirtioCuda::new(RemoteExecutor::new(path))),
+            Some(path) => Box::new(Queued::new(CudaDevice::new(RemoteExecutor::new(path)))),
             None => {
                 let selected = open_backend(BackendChoice::Auto, CpuConfig::default())
                     .map_err(|e| BuildError::Executor(e.to_string()))?;
                 if let Some(note) = &selected.note {
                     info!("virtio-cuda: {note}");
                 }
-                Box::new(VirtioCuda::new(Executor::new(
+                Box::new(Queued::new(CudaDevice::new(Executor::new(
                     selected.backend,
                     ExecutorConfig::default(),
-                )))
+                ))))
             }
         },
-        DeviceKind::Gpu => Box::new(VirtioGpu::new(
-            virtio_gpu::GpuConfig::default(),
-            config.display_spec()?,
+        DeviceKind::Gpu => Box::new(Queued::new(
+            VirtioGpu::new(virtio_gpu::GpuConfig::default(), config.display_spec()?)
+                .map_err(BuildError::Device)?,
         )),
     })
 }

@@ -9,10 +9,11 @@ use host_executor::client::{InProcess, InProcessConfig};
 use host_executor::cpu::{CpuBackend, CpuConfig};
 use host_executor::{Executor, ExecutorConfig};
 use virtio_cuda::device::envelope::{Envelope, EnvelopeOp};
+use virtio_cuda::device::CudaDevice;
 use virtio_cuda::protocol::{self as p, Reader, ResponseHeader, Sink, Source, Status};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::devices::virtio::cuda::VirtioCuda;
 use vmm::devices::virtio::mmio::{reg, MmioTransport};
+use vmm::devices::virtio::queued::Queued;
 use vmm::devices::virtio::{status, Interrupt};
 use vmm::devices::BusDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -53,7 +54,7 @@ impl Guest {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let t = MmioTransport::new(
-            Box::new(VirtioCuda::new(exec)),
+            Box::new(Queued::new(CudaDevice::new(exec))),
             mem.clone(),
             Interrupt::new(irq.try_clone().unwrap()),
         )
@@ -365,7 +366,7 @@ fn the_device_can_use_an_out_of_process_executor() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let t = MmioTransport::new(
-        Box::new(VirtioCuda::new(svc)),
+        Box::new(Queued::new(CudaDevice::new(svc))),
         mem.clone(),
         Interrupt::new(irq.try_clone().unwrap()),
     )

@@ -1,14 +1,15 @@
 //! The vhost-user backend state machine and its queue workers, generic over the device
-//! ([`VhostUserDevice`]: virtio-cuda's [`CudaDevice`] here, the virtio-gpu model in the `vmm`
-//! crate).
+//! ([`VhostUserDevice`], a [`QueueDevice`] plus the requests only vhost-user has: virtio-cuda's
+//! `CudaDevice`, virtio-gpu's `VirtioGpu`).
 //!
 //! Each frontend (one VM) is served on its own thread with its own device instance. The
 //! connection thread handles messages (features, memory table, vring setup, config space); once
 //! a queue is fully configured, started (kick descriptor received) and enabled, a worker thread
 //! of its own owns the [`Queue`] and drives the device: kick →
-//! [`VhostUserDevice::process_queue`] → call. While requests keep arriving the worker polls the ring
+//! [`QueueDevice::process_queue`] → call. While requests keep arriving the worker polls the ring
 //! with notifications suppressed for a poll window ([`POLL_WINDOW`] by default) before it
-//! re-enables them and sleeps, so a busy guest does not kick per request. Any vring or memory
+//! re-enables them and sleeps, so a busy guest does not kick per request; a device waiting on
+//! work of its own ([`QueueDevice::poll_interval`]) is processed again after that interval. Any vring or memory
 //! change stops the worker first (it hands the queue back, keeping the ring position) and
 //! restarts it after.
 
@@ -31,6 +32,7 @@ use super::message::{
 };
 use super::socket::{Channel, Message};
 use super::VhostUserError;
+use crate::device::QueueDevice;
 
 /// How long the worker keeps polling an idle ring before it re-enables notifications and sleeps,
 /// by default.
@@ -48,38 +50,9 @@ const FRONTEND_FEATURES: u64 = 1 << 40;
 /// interrupts only with it), config space access, and GET_QUEUE_NUM.
 const PROTOCOL_FEATURES: u64 = pf::MQ | pf::REPLY_ACK | pf::BACKEND_REQ | pf::CONFIG;
 
-/// A virtio device that the vhost-user backend can serve. One instance per frontend
-/// connection; the backend calls it from the connection thread (config space, reset,
-/// device-specific requests) and from one worker thread per started queue, always under a lock.
-pub trait VhostUserDevice: Send + 'static {
-    /// A short name for logs and thread names ("cuda", "gpu").
-    fn name(&self) -> &'static str;
-    /// Virtio feature bits offered (the backend adds `VHOST_USER_F_PROTOCOL_FEATURES`).
-    fn features(&self) -> u64;
-    /// Number of virtqueues.
-    fn num_queues(&self) -> usize;
-    /// Largest queue size accepted.
-    fn max_queue_size(&self) -> u16;
-    /// Reads the device configuration space at `offset`; bytes past its end read as 0.
-    fn read_config(&self, offset: u32, data: &mut [u8]);
-    /// Writes the device configuration space (SET_CONFIG). Refused unless the device has
-    /// writable fields.
-    fn write_config(&mut self, offset: u32, data: &[u8]) -> Result<(), VhostUserError> {
-        let _ = (offset, data);
-        Err(VhostUserError::Unsupported(Request::SetConfig as u32))
-    }
-    /// Consumes the available chains of queue `index`; returns whether the driver must be
-    /// interrupted. An error means the queue itself is unusable (bad chains are the device's to
-    /// complete).
-    fn process_queue(
-        &mut self,
-        index: usize,
-        mem: &GuestMemoryMmap,
-        queue: &mut Queue,
-    ) -> Result<bool, String>;
-    /// The rings were stopped (GET_VRING_BASE) or the frontend disconnected: forget the
-    /// guest's state.
-    fn reset(&mut self);
+/// A [`QueueDevice`] served over vhost-user, with the requests only this transport has. One
+/// instance per frontend connection.
+pub trait VhostUserDevice: QueueDevice {
     /// A request the generic backend does not know (such as `VHOST_USER_GPU_SET_SOCKET`),
     /// with its payload and descriptors. Answered with a reply-ack when the frontend asked.
     fn device_request(
@@ -90,17 +63,6 @@ pub trait VhostUserDevice: Send + 'static {
     ) -> Result<(), VhostUserError> {
         let _ = (payload, fds);
         Err(VhostUserError::Unsupported(code))
-    }
-}
-
-/// Copies `space[offset..]` into `data`, zero past its end.
-pub fn copy_config(space: &[u8], offset: u32, data: &mut [u8]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b = (offset as usize)
-            .checked_add(i)
-            .and_then(|at| space.get(at))
-            .copied()
-            .unwrap_or(0);
     }
 }
 
@@ -450,7 +412,9 @@ impl<D: VhostUserDevice> Connection<D> {
             Request::SetConfig => {
                 no_fds(&msg)?;
                 let c = ConfigMsg::decode(p)?;
-                lock(&self.device).write_config(c.offset, &c.payload)?;
+                lock(&self.device)
+                    .write_config(c.offset, &c.payload)
+                    .map_err(|_| VhostUserError::Unsupported(Request::SetConfig as u32))?;
                 Ok(None)
             }
             _ => Err(VhostUserError::Unsupported(header_code(req))),
@@ -660,8 +624,16 @@ impl<D: VhostUserDevice> WorkerCtx<D> {
                 while !matches!(self.wait(None), Wake::Stop) {}
                 return q;
             }
-            // Without a kick descriptor the frontend expects us to poll the ring.
-            let timeout = self.kick.is_none().then_some(1);
+            // Without a kick descriptor the frontend expects us to poll the ring; a device
+            // waiting on work of its own (a GPU's fences) asks to be called again in a while.
+            let pending = lock(&self.device)
+                .poll_interval(self.index)
+                .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i32);
+            let timeout = if self.kick.is_none() {
+                Some(1)
+            } else {
+                pending
+            };
             if let Wake::Stop = self.wait(timeout) {
                 return q;
             }

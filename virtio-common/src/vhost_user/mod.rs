@@ -1,5 +1,5 @@
-//! A vhost-user backend for any [`VhostUserDevice`] (the virtio-cuda device from the
-//! `virtio-cuda` crate, the virtio-gpu device from `virtio-gpu`), served to any vhost-user
+//! A vhost-user backend for any [`VhostUserDevice`] (a [`crate::device::QueueDevice`]: the
+//! virtio-cuda device from the `virtio-cuda` crate, the virtio-gpu device from `virtio-gpu`), served to any vhost-user
 //! frontend (User-Mode Linux's `virtio_uml`, QEMU, crosvm, Cloud Hypervisor).
 //!
 //! The backend protocol is implemented here rather than with the `vhost` crate because of two
@@ -16,7 +16,7 @@ pub mod backend;
 pub mod message;
 pub mod socket;
 
-pub use backend::{copy_config, VhostUserBackend, VhostUserDevice, POLL_WINDOW};
+pub use backend::{VhostUserBackend, VhostUserDevice, POLL_WINDOW};
 
 /// Why a vhost-user message or connection failed. Errors in one message are answered (or
 /// logged) and the connection goes on; framing and I/O errors end the connection.

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use tracing::{debug, warn};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemory;
+use vm_memory::{GuestMemory, GuestMemoryMmap};
 
 use crate::protocol::{self as p, ResponseKind, Status, PROTOCOL_VERSION};
 use crate::service::FrameService;
@@ -264,24 +264,42 @@ fn last_frame(out: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests;
 
-/// Serves `queue` until it has stayed empty for `poll_window`: chains are processed with guest
-/// notifications suppressed (so a busy guest causes no VM exit per request), `signal` is called
-/// whenever the driver must be interrupted, and notifications are re-enabled — with a final
-/// check for work that slipped in — before returning. Returns `false` when the queue is
-/// unusable. Shared by every frontend (our MMIO transport, vhost-user).
-pub fn drain_polling<S: FrameService, M: GuestMemory>(
-    device: &std::sync::Mutex<CudaDevice<S>>,
-    mem: &M,
-    queue: &mut Queue,
-    poll_window: std::time::Duration,
-    signal: impl FnMut(),
-) -> bool {
-    let lock = || device.lock().unwrap_or_else(|e| e.into_inner());
-    virtio_common::queue::drain_polling_with(
-        mem,
-        queue,
-        poll_window,
-        |mem, queue| lock().process_queue(mem, queue).map_err(|e| e.to_string()),
-        signal,
-    )
+/// The device as every transport serves it (the VMM's virtio-mmio transport, vhost-user).
+impl<S: FrameService + 'static> virtio_common::device::QueueDevice for CudaDevice<S> {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    fn features(&self) -> u64 {
+        FEATURES
+    }
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        QUEUE_SIZE_MAX
+    }
+
+    fn read_config(&self, offset: u32, data: &mut [u8]) {
+        virtio_common::device::copy_config(&config_space(), offset, data);
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: usize,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, String> {
+        CudaDevice::process_queue(self, mem, queue).map_err(|e| e.to_string())
+    }
+
+    fn reset(&mut self) {
+        CudaDevice::reset(self);
+    }
 }

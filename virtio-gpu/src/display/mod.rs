@@ -2,6 +2,7 @@
 //! Vulkan presenter (`window`, cargo feature `window`).
 
 mod png_file;
+pub mod qemu;
 #[cfg(feature = "window")]
 pub mod vulkan;
 

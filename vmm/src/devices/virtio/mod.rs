@@ -8,10 +8,9 @@
 //! ioeventfd fires) and completes buffers on its queues, then calls
 //! [`Interrupt::signal_used_queue`].
 
-pub mod cuda;
 pub mod echo;
-pub mod gpu;
 pub mod mmio;
+pub mod queued;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
