@@ -2,7 +2,7 @@
 //! the reverse CFG with a virtual exit). Every conditional branch gets its reconvergence point: the
 //! first instruction of the immediate post-dominator of its block (or none when that is the exit).
 
-use crate::ir::{Inst, NONE};
+use crate::ir::NONE;
 
 /// How an instruction affects control flow.
 pub(crate) enum Flow {
@@ -14,8 +14,18 @@ pub(crate) enum Flow {
     Leave,
 }
 
+/// An instruction as the CFG sees it (implemented by `ops::Inst`).
+pub(crate) trait Branching {
+    /// Its control-flow effect.
+    fn flow(&self) -> Flow;
+    /// Whether it runs only under a predicate (a guarded branch may fall through).
+    fn is_guarded(&self) -> bool;
+    /// Records the reconvergence pc of a branch.
+    fn set_reconvergence(&mut self, rpc: u32);
+}
+
 /// Computes and stores the reconvergence pc of every branch in `code`.
-pub(crate) fn set_reconvergence(code: &mut [Inst]) {
+pub(crate) fn set_reconvergence<I: Branching>(code: &mut [I]) {
     let n = code.len();
     if n == 0 {
         return;
@@ -24,7 +34,7 @@ pub(crate) fn set_reconvergence(code: &mut [Inst]) {
     let mut leader = vec![false; n + 1];
     leader[0] = true;
     for (pc, inst) in code.iter().enumerate() {
-        match inst.op.flow() {
+        match inst.flow() {
             Flow::Branch(t) => {
                 if (t as usize) < n {
                     leader[t as usize] = true;
@@ -50,10 +60,10 @@ pub(crate) fn set_reconvergence(code: &mut [Inst]) {
     for b in 0..nb {
         let end = starts.get(b + 1).copied().unwrap_or(n) - 1;
         let last = &code[end];
-        let guarded = last.guard.is_some();
+        let guarded = last.is_guarded();
         let mut s = Vec::new();
         let fall = if end + 1 < n { block_of[end + 1] } else { exit };
-        match last.op.flow() {
+        match last.flow() {
             Flow::Branch(t) => {
                 s.push(if (t as usize) < n {
                     block_of[t as usize]
@@ -123,7 +133,7 @@ pub(crate) fn set_reconvergence(code: &mut [Inst]) {
         }
     }
     for pc in 0..n {
-        if let Flow::Branch(_) = code[pc].op.flow() {
+        if let Flow::Branch(_) = code[pc].flow() {
             let b = block_of[pc];
             let r = ipdom[b];
             let rpc = if r == usize::MAX || r == exit {
@@ -131,7 +141,7 @@ pub(crate) fn set_reconvergence(code: &mut [Inst]) {
             } else {
                 starts[r] as u32
             };
-            code[pc].op.set_reconvergence(rpc);
+            code[pc].set_reconvergence(rpc);
         }
     }
 }

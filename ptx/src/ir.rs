@@ -2,7 +2,6 @@
 //! labels are instruction indices, reconvergence points precomputed.
 
 use crate::ast::StateSpace;
-use crate::ops::Op;
 
 /// Index of a 64-bit-per-lane register in the current frame.
 pub(crate) type Reg = u32;
@@ -127,31 +126,17 @@ impl MemSpace {
     }
 }
 
-/// One IR instruction: an operation, its guard and its source line.
+/// A module-level variable (or a function-scope `.shared`/`.global`/`.const`, which is one too).
 #[derive(Debug, Clone)]
-pub(crate) struct Inst {
-    pub(crate) op: Op,
-    pub(crate) guard: Option<(PReg, bool)>,
-    pub(crate) line: u32,
-}
-
-/// A lowered `.entry` or `.func`.
-#[derive(Debug, Clone)]
-pub(crate) struct Func {
+pub(crate) struct Sym {
     pub(crate) name: String,
-    pub(crate) is_entry: bool,
-    /// `None` for `.extern` declarations without a body.
-    pub(crate) code: Option<Vec<Inst>>,
-    pub(crate) nregs: u32,
-    pub(crate) npreds: u32,
-    /// Bytes of per-thread local memory of one frame (locals + params of calls).
-    pub(crate) local_size: u64,
-    /// Frame offsets and sizes of the formal parameters (`.func`).
-    pub(crate) params: Vec<(i64, u32)>,
-    /// Frame offsets and sizes of the return values (`.func`).
-    pub(crate) rets: Vec<(i64, u32)>,
-    /// Module symbols referenced (for shared-memory layout).
-    pub(crate) syms_used: Vec<u32>,
-    /// Functions called.
-    pub(crate) callees: Vec<u32>,
+    pub(crate) space: StateSpace,
+    pub(crate) size: u64,
+    pub(crate) align: u64,
+    /// Initial bytes (a prefix; the rest is zero).
+    pub(crate) init: Vec<u8>,
+    /// (byte offset, symbol, addend): 8-byte addresses of other symbols to patch in at load.
+    pub(crate) relocs: Vec<(u64, u32, i64)>,
+    /// `.extern .shared x[]`: the dynamic shared memory.
+    pub(crate) dynamic: bool,
 }

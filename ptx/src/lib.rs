@@ -2,9 +2,10 @@
 //!
 //! PTX text → [`lexer`](crate::lexer) → [`parser`](crate::parser) (syntax tree) →
 //! [`lower`](crate::lower) (typed, pre-decoded IR with resolved registers, labels and reconvergence
-//! points) → [`exec`](crate::exec) (warps of 32 lanes, SIMT stack, cooperative block scheduling for
-//! barriers, blocks in parallel with rayon). Instructions live one family per module under
-//! [`ops`](crate::ops). Device global memory is an [`memory::Arena`].
+//! points, through the per-instruction context of [`fncx`](crate::fncx)) →
+//! [`exec`](crate::exec) (warps of 32 lanes, SIMT stack, cooperative block scheduling for barriers,
+//! blocks in parallel with rayon, over the state in [`warp`](crate::warp)). Instructions live one
+//! family per module under [`ops`](crate::ops). Device global memory is an [`memory::Arena`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -32,12 +33,15 @@ mod ast;
 mod cfg;
 mod error;
 mod exec;
+mod fncx;
 mod ir;
 mod lexer;
 mod lower;
 pub mod memory;
+mod num;
 mod ops;
 mod parser;
+mod warp;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -48,9 +52,9 @@ pub use ast::StateSpace;
 pub use error::{ExecError, LoadError, MemError, PtxError};
 pub use memory::{LOCAL_LIMIT, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WINDOW_BASE};
 
-use ir::Func;
-use lower::Sym;
+use ir::Sym;
 use memory::Arena;
+use ops::Func;
 
 /// Most threads per block (compute capability 8.0).
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
@@ -516,7 +520,7 @@ pub fn launch(
         .dyn_offset
         .saturating_add(u64::from(cfg.dynamic_shared_bytes))
         .max(layout.static_bytes) as usize;
-    let env = exec::Env {
+    let env = warp::Env {
         funcs: &module.funcs,
         mem: arena.snapshot(),
         params,

@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::{read_le, write_le, Ctx};
+use crate::fncx::{FnCx, LowerErr, Mods, LR};
 use crate::ir::{MemSpace, Reg, Src};
-use crate::lower::{FnCx, LowerErr, Mods, LR};
-use crate::ops::int::{sext, zext};
+use crate::num::{sext, zext};
+use crate::ops::Ctx;
+use crate::warp::{read_le, write_le};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AOp {

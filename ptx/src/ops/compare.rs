@@ -3,10 +3,11 @@
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::{Ctx, FULL};
+use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ir::{PReg, PSrc, Reg, Src};
-use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
-use crate::ops::int::{sext, zext};
+use crate::num::{sext, zext};
+use crate::ops::Ctx;
+use crate::warp::FULL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cmp {
@@ -254,12 +255,12 @@ pub(crate) fn compare(cmp: Cmp, ty: Ty, a: u64, b: u64) -> bool {
         let (x, y) = match ty {
             Ty::F64 => (f64::from_bits(a), f64::from_bits(b)),
             Ty::F16 | Ty::F16x2 => (
-                f64::from(crate::ops::convert::f16_to_f32(a as u16)),
-                f64::from(crate::ops::convert::f16_to_f32(b as u16)),
+                f64::from(crate::num::f16_to_f32(a as u16)),
+                f64::from(crate::num::f16_to_f32(b as u16)),
             ),
             Ty::Bf16 | Ty::Bf16x2 => (
-                f64::from(crate::ops::convert::bf16_to_f32(a as u16)),
-                f64::from(crate::ops::convert::bf16_to_f32(b as u16)),
+                f64::from(crate::num::bf16_to_f32(a as u16)),
+                f64::from(crate::num::bf16_to_f32(b as u16)),
             ),
             _ => (
                 f64::from(f32::from_bits(a as u32)),

@@ -7,11 +7,12 @@
 use crate::ast::{Instruction, Operand};
 use crate::cfg::Flow;
 use crate::error::ExecError;
-use crate::exec::{Env, Frame, Simt, Warp};
+use crate::fncx::{FnCx, LowerErr, Mods, LR};
 use crate::ir::{Reg, NONE};
-use crate::lower::{FnCx, LowerErr, Mods, LR};
 use crate::ops::printf::PrintfOp;
+use crate::ops::Env;
 use crate::ops::Op;
+use crate::warp::{Frame, Simt, Warp};
 
 /// Deepest SIMT stack (nested divergence) a warp may build.
 const MAX_SIMT_DEPTH: usize = 4096;
@@ -355,7 +356,7 @@ fn write_lane_bytes(
         .local
         .get_mut(lane)
         .ok_or_else(|| ExecError::IllegalAddress { addr: dst })?;
-    crate::exec::write_le(buf, dst, size.min(8), v)
+    crate::warp::write_le(buf, dst, size.min(8), v)
         .ok_or_else(|| ExecError::IllegalAddress { addr: dst })
 }
 

@@ -4,12 +4,13 @@
 
 use crate::ast::{Instruction, StateSpace, Ty};
 use crate::error::ExecError;
-use crate::exec::Ctx;
+use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ir::{Reg, Src};
-use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
 use crate::memory::{LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW};
-use crate::ops::float::{round_to_f32, Rnd};
-use crate::ops::int::{mask, sext, zext};
+use crate::num::{
+    bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, mask, round_to_f32, sext, zext, Rnd,
+};
+use crate::ops::Ctx;
 
 /// Integer rounding of a float (`.rni` etc.).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CvtOp> {
             Some("rpi") => Some(IRnd::Rpi),
             _ => None,
         };
-        let frnd = Rnd::take(&mut m).unwrap_or(Rnd::Rn);
+        let frnd = m.rnd().unwrap_or(Rnd::Rn);
         let ftz = m.has("ftz");
         let sat = m.has("sat");
         m.has("relu");
@@ -120,78 +121,6 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CvtOp> {
     };
     m.finish()?;
     Ok(r)
-}
-
-/// f32 → IEEE half, round to nearest even.
-pub(crate) fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign
-            | 0x7c00
-            | if man != 0 {
-                0x200 | (man >> 13) as u16
-            } else {
-                0
-            };
-    }
-    let e = exp - 112;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = m >> shift;
-        let rem = m & ((1 << shift) - 1);
-        let halfway = 1 << (shift - 1);
-        let r = if rem > halfway || (rem == halfway && half & 1 == 1) {
-            half + 1
-        } else {
-            half
-        };
-        return sign | r as u16;
-    }
-    let mut r = ((e as u32) << 10) | (man >> 13);
-    let rem = man & 0x1fff;
-    if rem > 0x1000 || (rem == 0x1000 && r & 1 == 1) {
-        r += 1;
-    }
-    sign | r as u16
-}
-
-/// IEEE half → f32 (exact).
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h & 0x8000) << 16;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let man = u32::from(h & 0x3ff);
-    if exp == 0 {
-        let v = man as f32 * f32::from_bits(0x3380_0000); // 2^-24
-        return if sign != 0 { -v } else { v };
-    }
-    if exp == 0x1f {
-        return f32::from_bits(sign | 0x7f80_0000 | (man << 13));
-    }
-    f32::from_bits(sign | ((exp + 112) << 23) | (man << 13))
-}
-
-/// f32 → bfloat16, round to nearest even.
-pub(crate) fn f32_to_bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
-/// bfloat16 → f32 (exact).
-pub(crate) fn bf16_to_f32(h: u16) -> f32 {
-    f32::from_bits(u32::from(h) << 16)
 }
 
 fn ftz32(x: f32) -> f32 {
@@ -292,7 +221,7 @@ pub(crate) fn cvt(
                 None => {
                     let r = ival as f64;
                     let err = ival - r as i128;
-                    crate::ops::float::adjust64(r, err as f64, frnd)
+                    crate::num::adjust64(r, err as f64, frnd)
                 }
             };
             clamp01(v).to_bits()

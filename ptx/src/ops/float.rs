@@ -13,30 +13,11 @@
 
 use crate::ast::{Instruction, Ty};
 use crate::error::ExecError;
-use crate::exec::{Ctx, Lanes};
+use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ir::{PReg, Reg, Src};
-use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
-use crate::ops::convert::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
-
-/// IEEE rounding direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rnd {
-    Rn,
-    Rz,
-    Rm,
-    Rp,
-}
-
-impl Rnd {
-    pub(crate) fn take(m: &mut Mods<'_>) -> Option<Rnd> {
-        Some(match m.one_of(&["rn", "rz", "rm", "rp"])? {
-            "rn" => Rnd::Rn,
-            "rz" => Rnd::Rz,
-            "rm" => Rnd::Rm,
-            _ => Rnd::Rp,
-        })
-    }
-}
+use crate::num::{adjust64, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, round_to_f32, Rnd};
+use crate::ops::Ctx;
+use crate::warp::Lanes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FBin {
@@ -126,7 +107,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<FloatOp> {
     ) {
         return Err(LowerErr::Unsupported(format!("float op on {ty:?}")));
     }
-    let rnd = Rnd::take(&mut m);
+    let rnd = m.rnd();
     let approx = m.has("approx");
     let full = m.has("full");
     let md = FMode {
@@ -229,55 +210,10 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<FloatOp> {
     Ok(r)
 }
 
-fn next_up64(x: f64) -> f64 {
-    if x.is_nan() || x == f64::INFINITY {
-        return x;
-    }
-    if x == 0.0 {
-        return f64::from_bits(1);
-    }
-    let b = x.to_bits();
-    f64::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
-}
-fn next_down64(x: f64) -> f64 {
-    -next_up64(-x)
-}
-fn next_up32(x: f32) -> f32 {
-    if x.is_nan() || x == f32::INFINITY {
-        return x;
-    }
-    if x == 0.0 {
-        return f32::from_bits(1);
-    }
-    let b = x.to_bits();
-    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
-}
-fn next_down32(x: f32) -> f32 {
-    -next_up32(-x)
-}
-
 fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
     let bb = s - a;
     (s, (a - (s - bb)) + (b - bb))
-}
-
-/// Rounds `r` (the round-to-nearest result) in direction `rnd`, given the sign of `exact - r`.
-pub(crate) fn adjust64(r: f64, err: f64, rnd: Rnd) -> f64 {
-    if r.is_nan() || rnd == Rnd::Rn {
-        return r;
-    }
-    if err == 0.0 || err.is_nan() || r.is_infinite() {
-        return r;
-    }
-    match rnd {
-        Rnd::Rp if err > 0.0 => next_up64(r),
-        Rnd::Rm if err < 0.0 => next_down64(r),
-        Rnd::Rz if r > 0.0 && err < 0.0 => next_down64(r),
-        Rnd::Rz if r < 0.0 && err > 0.0 => next_up64(r),
-        Rnd::Rz if r == 0.0 => r,
-        _ => r,
-    }
 }
 
 /// A directed-rounding result that overflowed to infinity from finite operands stops at the
@@ -291,30 +227,6 @@ fn overflow64(r: f64, rnd: Rnd, finite_inputs: bool) -> f64 {
     };
     if r.is_infinite() && finite_inputs && toward_zero {
         f64::MAX.copysign(r)
-    } else {
-        r
-    }
-}
-
-/// Rounds the exact value `hi + err` (where only the sign of `err` matters and `hi` is the f64
-/// nearest to it) to f32 in direction `rnd`.
-pub(crate) fn round_to_f32(hi: f64, err: f64, rnd: Rnd) -> f32 {
-    let f = hi as f32;
-    if rnd == Rnd::Rn || hi.is_nan() || hi.is_infinite() {
-        return f;
-    }
-    let fd = f64::from(f);
-    let below = if fd == hi { err > 0.0 } else { fd < hi }; // exact value is above f
-    let above = if fd == hi { err < 0.0 } else { fd > hi };
-    let r = match rnd {
-        Rnd::Rp if below => next_up32(f),
-        Rnd::Rm if above => next_down32(f),
-        Rnd::Rz if hi > 0.0 && above => next_down32(f),
-        Rnd::Rz if hi < 0.0 && below => next_up32(f),
-        _ => f,
-    };
-    if r == 0.0 && f != 0.0 {
-        0.0f32.copysign(f)
     } else {
         r
     }
@@ -695,7 +607,7 @@ pub(crate) fn exec(op: &FloatOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), Exe
             b,
             c,
         } => match md {
-            RN if m == crate::exec::FULL => {
+            RN if m == crate::warp::FULL => {
                 let (x, y, z) = (cx.src(a), cx.src(b), cx.src(c));
                 cx.set(d, fma32_lanes(&x, &y, &z), m);
             }
@@ -762,6 +674,7 @@ pub(crate) fn exec(op: &FloatOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), Exe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::num::{next_down32, next_down64, next_up32, next_up64};
 
     /// `fma.rn.f32` on a whole warp (hardware FMA where available) matches `mul_add` on a
     /// partially active warp and the host's correctly rounded result.

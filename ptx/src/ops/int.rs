@@ -8,9 +8,10 @@
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::Ctx;
+use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ir::{PReg, Reg, Src};
-use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
+use crate::num::{mask, sext, zext};
+use crate::ops::Ctx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IBin {
@@ -394,28 +395,6 @@ fn wide_ty(t: Ty) -> Ty {
         Ty::S32 => Ty::S64,
         _ => Ty::U64,
     }
-}
-
-#[inline(always)]
-pub(crate) fn mask(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
-
-/// Sign-extends the low `bits` of `v`.
-#[inline(always)]
-pub(crate) fn sext(v: u64, bits: u32) -> i64 {
-    let sh = 64 - bits.clamp(1, 64);
-    ((v << sh) as i64) >> sh
-}
-
-/// Zero-extends the low `bits` of `v`.
-#[inline(always)]
-pub(crate) fn zext(v: u64, bits: u32) -> u64 {
-    v & mask(bits)
 }
 
 #[inline(always)]

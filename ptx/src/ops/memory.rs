@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::{Ctx, FULL};
+use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ir::{MemSpace, PReg, Reg, Src};
-use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
 use crate::memory::{LOCAL_WINDOW, SHARED_WINDOW, WINDOW_BASE};
-use crate::ops::int::sext;
+use crate::num::sext;
+use crate::ops::Ctx;
+use crate::warp::FULL;
 
 #[derive(Debug, Clone)]
 pub(crate) enum MemOp {

@@ -14,10 +14,16 @@ pub(crate) mod printf;
 pub(crate) mod warp;
 
 use crate::ast::{Instruction, Ty};
-use crate::cfg::Flow;
+use crate::cfg::{Branching, Flow};
 use crate::error::ExecError;
-use crate::exec::Ctx;
-use crate::lower::{FnCx, LowerErr, LR};
+use crate::ir::PReg;
+
+use crate::fncx::{FnCx, LowerErr, LR};
+
+/// The execution context of one instruction (crate::warp's, over this instruction set).
+pub(crate) type Ctx<'a, 'e> = crate::warp::Ctx<'a, 'e, Func>;
+/// A launch's state (crate::warp's, over this instruction set).
+pub(crate) type Env<'a> = crate::warp::Env<'a, Func>;
 
 /// One lowered operation.
 #[derive(Debug, Clone)]
@@ -32,6 +38,49 @@ pub(crate) enum Op {
     Warp(warp::WarpOp),
     Ctl(control::CtlOp),
     Printf(printf::PrintfOp),
+}
+
+/// One IR instruction: an operation, its guard and its source line.
+#[derive(Debug, Clone)]
+pub(crate) struct Inst {
+    pub(crate) op: Op,
+    pub(crate) guard: Option<(PReg, bool)>,
+    pub(crate) line: u32,
+}
+
+/// A lowered `.entry` or `.func`.
+#[derive(Debug, Clone)]
+pub(crate) struct Func {
+    pub(crate) name: String,
+    pub(crate) is_entry: bool,
+    /// `None` for `.extern` declarations without a body.
+    pub(crate) code: Option<Vec<Inst>>,
+    pub(crate) nregs: u32,
+    pub(crate) npreds: u32,
+    /// Bytes of per-thread local memory of one frame (locals + params of calls).
+    pub(crate) local_size: u64,
+    /// Frame offsets and sizes of the formal parameters (`.func`).
+    pub(crate) params: Vec<(i64, u32)>,
+    /// Frame offsets and sizes of the return values (`.func`).
+    pub(crate) rets: Vec<(i64, u32)>,
+    /// Module symbols referenced (for shared-memory layout).
+    pub(crate) syms_used: Vec<u32>,
+    /// Functions called.
+    pub(crate) callees: Vec<u32>,
+}
+
+impl Branching for Inst {
+    fn flow(&self) -> Flow {
+        self.op.flow()
+    }
+
+    fn is_guarded(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    fn set_reconvergence(&mut self, rpc: u32) {
+        self.op.set_reconvergence(rpc);
+    }
 }
 
 /// Does the instruction's type modifier name a floating-point type?

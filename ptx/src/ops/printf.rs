@@ -5,8 +5,8 @@
 //! printf callback line by line; `vprintf` returns the number of arguments.
 
 use crate::error::ExecError;
-use crate::exec::Ctx;
 use crate::ir::MemSpace;
+use crate::ops::Ctx;
 
 /// Longest format string or `%s` argument read.
 const MAX_STR: usize = 4096;

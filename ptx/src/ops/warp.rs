@@ -5,9 +5,9 @@
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::exec::Ctx;
+use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
 use crate::ir::{PReg, PSrc, Reg, Src};
-use crate::lower::{arity, FnCx, LowerErr, Mods, LR};
+use crate::ops::Ctx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ShflMode {
