@@ -39,7 +39,13 @@ pub(crate) struct AtomOp {
     c: Src,
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<AtomOp> {
+/// Lowers `atom` and `red`; `None` for any other opcode.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<AtomOp>> {
+    let is_red = match i.opcode.as_str() {
+        "atom" => false,
+        "red" => true,
+        _ => return Ok(None),
+    };
     let mut m = Mods::new(&i.mods);
     m.ignore_hints();
     let space = match m.one_of(&["global", "shared"]) {
@@ -69,7 +75,6 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<AtomOp> {
     }
     m.finish()?;
     let o = &i.operands;
-    let is_red = i.opcode == "red";
     let want = if is_red {
         2
     } else if op == AOp::Cas {
@@ -97,7 +102,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<AtomOp> {
         }
         _ => Src::Imm(0),
     };
-    Ok(AtomOp {
+    Ok(Some(AtomOp {
         op,
         ty,
         space,
@@ -106,7 +111,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<AtomOp> {
         off,
         b,
         c,
-    })
+    }))
 }
 
 /// The new value stored by an atomic, given the old one.

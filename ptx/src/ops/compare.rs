@@ -3,7 +3,7 @@
 
 use crate::ast::{Instruction, Operand, Ty};
 use crate::error::ExecError;
-use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
+use crate::fncx::{arity, FnCx, Mods, LR};
 use crate::ir::{PReg, PSrc, Reg, Src};
 use crate::num::{sext, zext};
 use crate::ops::Ctx;
@@ -123,7 +123,9 @@ fn bool_op(m: &mut Mods<'_>) -> Option<BoolOp> {
     })
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CmpOp> {
+/// Lowers comparisons, selections and predicate logic; `None` for any other opcode (and for
+/// `and`/`or`/`xor`/`not` on anything but predicates, which are integer operations).
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<CmpOp>> {
     let mut m = Mods::new(&i.mods);
     let o = &i.operands;
     let r = match i.opcode.as_str() {
@@ -216,7 +218,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CmpOp> {
                 c: cx.src(&o[3], cty)?,
             }
         }
-        "and" | "or" | "xor" | "not" => {
+        "and" | "or" | "xor" | "not" if i.mods.iter().any(|m| m == "pred") => {
             m.ty()?;
             let op = match i.opcode.as_str() {
                 "and" => PLogic::And,
@@ -242,10 +244,10 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CmpOp> {
                 }
             }
         }
-        other => return Err(LowerErr::Unsupported(format!("`{other}`"))),
+        _ => return Ok(None),
     };
     m.finish()?;
-    Ok(r)
+    Ok(Some(r))
 }
 
 /// One comparison on raw register bits of type `ty`.

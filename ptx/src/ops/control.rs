@@ -59,7 +59,8 @@ pub(crate) enum Stop {
     End,
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Op> {
+/// Lowers the control instructions; `None` for any other opcode.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<Op>> {
     let mut m = Mods::new(&i.mods);
     m.ignore_hints();
     let o = &i.operands;
@@ -97,11 +98,11 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Op> {
             m.has("cta");
             CtlOp::Bar { arrive }
         }
-        "call" => return lower_call(i, cx, m),
-        other => return Err(LowerErr::Unsupported(format!("`{other}`"))),
+        "call" => return lower_call(i, cx, m).map(Some),
+        _ => return Ok(None),
     };
     m.finish()?;
-    Ok(Op::Ctl(op))
+    Ok(Some(Op::Ctl(op)))
 }
 
 fn lower_call(i: &Instruction, cx: &mut FnCx<'_>, m: Mods<'_>) -> LR<Op> {

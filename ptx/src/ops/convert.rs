@@ -44,10 +44,16 @@ pub(crate) enum CvtOp {
     },
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CvtOp> {
+/// Lowers `cvta` and `cvt`; `None` for any other opcode.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<CvtOp>> {
+    let cvta = match i.opcode.as_str() {
+        "cvta" => true,
+        "cvt" => false,
+        _ => return Ok(None),
+    };
     let mut m = Mods::new(&i.mods);
     let o = &i.operands;
-    let r = if i.opcode == "cvta" {
+    let r = if cvta {
         arity(cx, i, 2)?;
         let to = m.has("to");
         let space = match m.one_of(&["global", "shared", "local", "const", "param"]) {
@@ -120,7 +126,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<CvtOp> {
         }
     };
     m.finish()?;
-    Ok(r)
+    Ok(Some(r))
 }
 
 fn ftz32(x: f32) -> f32 {

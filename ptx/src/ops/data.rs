@@ -22,7 +22,15 @@ pub(crate) enum DataOp {
     },
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<DataOp> {
+/// Lowers `mov`; `None` for any other opcode.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<DataOp>> {
+    if i.opcode != "mov" {
+        return Ok(None);
+    }
+    lower_mov(i, cx).map(Some)
+}
+
+fn lower_mov(i: &Instruction, cx: &mut FnCx<'_>) -> LR<DataOp> {
     arity(cx, i, 2)?;
     let mut m = Mods::new(&i.mods);
     let ty = m.ty()?;

@@ -13,7 +13,7 @@
 
 use crate::ast::{Instruction, Ty};
 use crate::error::ExecError;
-use crate::fncx::{arity, FnCx, LowerErr, Mods, LR};
+use crate::fncx::{arity, FnCx, Mods, LR};
 use crate::ir::{PReg, Reg, Src};
 use crate::num::{adjust64, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, round_to_f32, Rnd};
 use crate::ops::Ctx;
@@ -97,15 +97,19 @@ pub(crate) enum FloatOp {
     },
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<FloatOp> {
+/// Lowers the floating-point arithmetic of one float type; `None` for any other instruction
+/// (an `add` on integers is int's, a `setp.f32` compare's).
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<FloatOp>> {
     let mut m = Mods::new(&i.mods);
     let o = &i.operands;
-    let ty = m.ty()?;
+    let Ok(ty) = m.ty() else {
+        return Ok(None);
+    };
     if !matches!(
         ty,
         Ty::F32 | Ty::F64 | Ty::F16 | Ty::F16x2 | Ty::Bf16 | Ty::Bf16x2
     ) {
-        return Err(LowerErr::Unsupported(format!("float op on {ty:?}")));
+        return Ok(None);
     }
     let rnd = m.rnd();
     let approx = m.has("approx");
@@ -204,10 +208,10 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<FloatOp> {
                 a: cx.src(&o[1], ty)?,
             }
         }
-        _ => return Err(LowerErr::Unsupported(format!("float `{op}`"))),
+        _ => return Ok(None),
     };
     m.finish()?;
-    Ok(r)
+    Ok(Some(r))
 }
 
 fn two_sum(a: f64, b: f64) -> (f64, f64) {

@@ -140,14 +140,14 @@ pub(crate) enum IntOp {
     },
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<IntOp> {
+/// Lowers the integer operations; `None` for any other instruction (the dispatch asks this
+/// family last, so an untyped or unknown opcode is nobody's).
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<IntOp>> {
     let mut m = Mods::new(&i.mods);
     let o = &i.operands;
     let op = i.opcode.as_str();
-    let ty = {
-        let t = m.types();
-        *t.last()
-            .ok_or_else(|| LowerErr::Unsupported(format!("`{op}` without type")))?
+    let Some(&ty) = m.types().last() else {
+        return Ok(None);
     };
     if ty.bits() > 64 || ty == Ty::Pred {
         return Err(LowerErr::Unsupported(format!("`{op}` on {ty:?}")));
@@ -372,7 +372,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<IntOp> {
                 len: cx.src(&o[4], Ty::U32)?,
             }
         }
-        _ => return Err(LowerErr::Unsupported(format!("integer `{op}`"))),
+        _ => return Ok(None),
     };
     if let IntOp::Bin {
         op: IBin::MulWide,
@@ -385,7 +385,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<IntOp> {
         }
     }
     m.finish()?;
-    Ok(r)
+    Ok(Some(r))
 }
 
 fn wide_ty(t: Ty) -> Ty {

@@ -52,7 +52,8 @@ fn space_mod(m: &mut Mods<'_>) -> MemSpace {
     }
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<MemOp> {
+/// Lowers loads, stores, prefetches and `isspacep`; `None` for any other opcode.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<MemOp>> {
     let mut m = Mods::new(&i.mods);
     let o = &i.operands;
     m.ignore_hints();
@@ -71,7 +72,7 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<MemOp> {
                 a: cx.src(&o[1], Ty::U64)?,
             }
         }
-        op => {
+        op @ ("ld" | "st" | "ldu") => {
             arity(cx, i, 2)?;
             let space = space_mod(&mut m);
             let n: u8 = match m.one_of(&["v2", "v4"]) {
@@ -128,9 +129,10 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<MemOp> {
                 }
             }
         }
+        _ => return Ok(None),
     };
     m.finish()?;
-    Ok(r)
+    Ok(Some(r))
 }
 
 /// Little-endian load of 4 or 8 bytes from a byte buffer.

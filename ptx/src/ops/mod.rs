@@ -1,6 +1,7 @@
 //! PTX instructions, one module per family. Each module declares its IR operation enum, its
 //! lowering from the syntax tree (`lower`), its execution over a warp (`exec`) and its unit tests.
-//! The table in [`lower`] below is the one place that maps an opcode to its family.
+//! Each family claims its own opcodes ([`lower`] asks them in turn), so an opcode is spelled only
+//! in its family.
 
 pub(crate) mod atomic;
 pub(crate) mod compare;
@@ -13,7 +14,7 @@ pub(crate) mod memory;
 pub(crate) mod printf;
 pub(crate) mod warp;
 
-use crate::ast::{Instruction, Ty};
+use crate::ast::Instruction;
 use crate::cfg::{Branching, Flow};
 use crate::error::ExecError;
 use crate::ir::PReg;
@@ -83,46 +84,30 @@ impl Branching for Inst {
     }
 }
 
-/// Does the instruction's type modifier name a floating-point type?
-fn float_typed(i: &Instruction) -> bool {
-    i.mods
-        .iter()
-        .filter_map(|m| Ty::from_mod(m))
-        .any(|t| t.is_float())
-}
-
-/// Lowers one instruction: the opcode → family table.
+/// Lowers one instruction. Each family claims its own opcodes (its `lower` answers `None` for
+/// the rest), so an opcode is spelled only in its family. Where two families share a name the
+/// order decides: a float-typed `add` is float's; `and`/`or`/`xor`/`not` on predicates are
+/// compare's; integer is asked last.
 pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Op> {
-    Ok(match i.opcode.as_str() {
-        "mov" => Op::Data(data::lower(i, cx)?),
-        "add" | "sub" | "mul" | "mad" | "fma" | "div" | "abs" | "neg" | "min" | "max"
-            if float_typed(i) =>
-        {
-            Op::Float(float::lower(i, cx)?)
-        }
-        "rcp" | "sqrt" | "rsqrt" | "sin" | "cos" | "lg2" | "ex2" | "tanh" | "copysign"
-        | "testp" => Op::Float(float::lower(i, cx)?),
-        "add" | "sub" | "mul" | "mad" | "div" | "rem" | "abs" | "neg" | "min" | "max" | "addc"
-        | "subc" | "madc" | "mul24" | "mad24" | "sad" | "and" | "or" | "xor" | "not" | "cnot"
-        | "shl" | "shr" | "lop3" | "shf" | "prmt" | "bfe" | "bfi" | "popc" | "clz" | "brev"
-        | "bfind" | "fns" | "dp4a" | "dp2a" => {
-            if i.mods.iter().any(|m| m == "pred") {
-                Op::Cmp(compare::lower(i, cx)?)
-            } else {
-                Op::Int(int::lower(i, cx)?)
+    macro_rules! ask {
+        ($($family:ident => $variant:expr),* $(,)?) => {$(
+            if let Some(op) = $family::lower(i, cx)? {
+                return Ok($variant(op));
             }
-        }
-        "setp" | "selp" | "set" | "slct" => Op::Cmp(compare::lower(i, cx)?),
-        "cvt" | "cvta" => Op::Cvt(convert::lower(i, cx)?),
-        "ld" | "st" | "ldu" | "prefetch" | "prefetchu" | "isspacep" => {
-            Op::Mem(memory::lower(i, cx)?)
-        }
-        "atom" | "red" => Op::Atom(atomic::lower(i, cx)?),
-        "shfl" | "vote" | "activemask" | "match" | "redux" => Op::Warp(warp::lower(i, cx)?),
-        "bra" | "call" | "ret" | "exit" | "bar" | "barrier" | "membar" | "fence" | "trap"
-        | "brkpt" | "nanosleep" | "pmevent" => control::lower(i, cx)?,
-        other => return Err(LowerErr::Unsupported(format!("opcode `{other}`"))),
-    })
+        )*};
+    }
+    ask! {
+        data => Op::Data,
+        float => Op::Float,
+        compare => Op::Cmp,
+        convert => Op::Cvt,
+        memory => Op::Mem,
+        atomic => Op::Atom,
+        warp => Op::Warp,
+        control => std::convert::identity,
+        int => Op::Int,
+    }
+    Err(LowerErr::Unsupported(format!("opcode `{}`", i.opcode)))
 }
 
 /// Executes a non-control operation on the lanes of `mask`.
@@ -215,5 +200,65 @@ pub(crate) mod testutil {
             ));
         }
         run_kernel(&b, 1, n).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod dispatch_tests {
+    use super::*;
+    use crate::Module;
+
+    /// The family each statement of a kernel body was lowered to.
+    fn families(body: &str) -> Vec<&'static str> {
+        let src = format!(
+            ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry t()\n{{\n\
+             .reg .b32 %r<8>;\n.reg .f32 %f<8>;\n.reg .pred %p<4>;\n{body}\n}}\n"
+        );
+        let m = Module::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let code = m.funcs[0].code.as_ref().expect("a body");
+        code.iter()
+            .map(|inst| match &inst.op {
+                Op::Data(_) => "data",
+                Op::Int(_) => "int",
+                Op::Float(_) => "float",
+                Op::Cmp(_) => "compare",
+                Op::Cvt(_) => "convert",
+                Op::Mem(_) => "memory",
+                Op::Atom(_) => "atomic",
+                Op::Warp(_) => "warp",
+                Op::Ctl(control::CtlOp::Unsupported(_)) => "unsupported",
+                Op::Ctl(_) => "control",
+                Op::Printf(_) => "printf",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_family_claims_its_own_opcodes_and_shared_names_go_by_type() {
+        let got = families(
+            "add.f32 %f1, %f2, %f3;\n add.u32 %r1, %r2, %r3;\n and.pred %p1, %p2, %p3;\n\
+             and.b32 %r1, %r2, %r3;\n mad.rn.f32 %f1, %f2, %f3, %f4;\n mad.lo.s32 %r1, %r2, %r3, %r4;\n\
+             setp.lt.f32 %p1, %f1, %f2;\n cvt.rn.f32.s32 %f1, %r1;\n mov.u32 %r1, %r2;\n\
+             shfl.sync.bfly.b32 %r1, %r2, 1, 31, -1;\n dp4a.u32.u32 %r1, %r2, %r3, %r4;\n\
+             frobnicate.u32 %r1;\n ret;",
+        );
+        assert_eq!(
+            got,
+            [
+                "float",
+                "int",
+                "compare",
+                "int",
+                "float",
+                "int",
+                "compare",
+                "convert",
+                "data",
+                "warp",
+                "unsupported",
+                "unsupported",
+                "control",
+            ]
+        );
     }
 }

@@ -68,7 +68,8 @@ pub(crate) enum WarpOp {
     },
 }
 
-pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<WarpOp> {
+/// Lowers the warp-level instructions; `None` for any other opcode.
+pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<WarpOp>> {
     let mut m = Mods::new(&i.mods);
     m.has("sync");
     m.has("aligned");
@@ -169,10 +170,10 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<WarpOp> {
                 a: cx.src(&o[1], ty)?,
             }
         }
-        other => return Err(LowerErr::Unsupported(format!("`{other}`"))),
+        _ => return Ok(None),
     };
     m.finish()?;
-    Ok(r)
+    Ok(Some(r))
 }
 
 /// Source lane and validity of `shfl` for `lane` (PTX ISA pseudo-code).
