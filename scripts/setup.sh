@@ -8,6 +8,7 @@
 set -euo pipefail
 
 CACHE="${VCUDA_CACHE:-$HOME/.cache/vcuda}"
+# The pinned toolchain every test builds with (nvcc, NVRTC, cudart, cuobjdump).
 CUDA_VER=13.0
 VENV="$CACHE/cuda-$CUDA_VER/venv"
 STAMP="$CACHE/cuda-$CUDA_VER/.installed-v1"
@@ -19,12 +20,23 @@ PIP_PKGS=(
   nvidia-cuda-cuobjdump==13.2.51
   nvidia-cuda-nvrtc==13.0.88
 )
+# The newest toolkit on pip, for the toolkit matrix (tests/tests/toolkit_matrix.rs): the test
+# programs are built with it too, static and shared cudart, and run through the shim.
+NEWEST_VER=13.5
+NEWEST_VENV="$CACHE/cuda-$NEWEST_VER/venv"
+NEWEST_STAMP="$CACHE/cuda-$NEWEST_VER/.installed-v1"
+NEWEST_PKGS=(
+  nvidia-cuda-nvcc==13.5.37
+  nvidia-cuda-crt==13.5.37
+  nvidia-nvvm==13.5.37
+  nvidia-cuda-runtime==13.5.37
+)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 cuda_root() {
-  local sp
-  sp=$(ls -d "$VENV"/lib/python3*/site-packages 2>/dev/null | head -1)
+  local venv="${1:-$VENV}" sp
+  sp=$(ls -d "$venv"/lib/python3*/site-packages 2>/dev/null | head -1)
   echo "$sp/nvidia/cu13"
 }
 
@@ -35,30 +47,48 @@ print_env() {
   echo "export VCUDA_CUDA_ROOT='$root'"
   echo "export VCUDA_NVCC='$root/bin/nvcc'"
   echo "export VCUDA_NVRTC='$root/lib/libnvrtc.so.13'"
+  # Every installed toolkit of the matrix, pinned first (`:`-separated CUDA roots).
+  local matrix="$root"
+  [[ -f "$NEWEST_STAMP" ]] && matrix="$matrix:$(cuda_root "$NEWEST_VENV")"
+  echo "export VCUDA_CUDA_MATRIX='$matrix'"
+}
+
+# install_toolkit VERSION VENV STAMP PACKAGE...
+install_toolkit() {
+  local ver="$1" venv="$2" stamp="$3"
+  shift 3
+  if [[ -f "$stamp" ]]; then
+    log "CUDA $ver pip toolchain: cached in $venv"
+    return
+  fi
+  log "CUDA $ver pip toolchain: installing into $venv (~1 min)"
+  # Every step is checked: the function may run where `set -e` does not apply (`|| …`).
+  mkdir -p "$(dirname "$venv")" || return 1
+  python3 -m venv "$venv" || return 1
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" || return 1
+  local root
+  root=$(cuda_root "$venv")
+  # `-cudart shared` links against libcudart.so, which the wheel ships only as .so.13.
+  ln -sf libcudart.so.13 "$root/lib/libcudart.so" || return 1
+  # Smoke test: the toolchain must compile a kernel to PTX without a GPU.
+  local tmp ok=0
+  tmp=$(mktemp -d)
+  printf '__global__ void k(int *p) { p[threadIdx.x] = 1; }\n' >"$tmp/k.cu"
+  "$root/bin/nvcc" -ptx "$tmp/k.cu" -o "$tmp/k.ptx" && grep -q '.entry' "$tmp/k.ptx" && ok=1
+  rm -rf "$tmp"
+  [[ $ok == 1 ]] || { log "CUDA $ver pip toolchain: nvcc cannot compile a kernel"; return 1; }
+  touch "$stamp"
+  log "CUDA $ver pip toolchain: ok"
 }
 
 install_cuda_toolchain() {
-  if [[ -f "$STAMP" ]]; then
-    log "CUDA $CUDA_VER pip toolchain: cached in $VENV"
-    return
-  fi
-  log "CUDA $CUDA_VER pip toolchain: installing into $VENV (~1 min)"
-  mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PIP_PKGS[@]}"
-  local root
-  root=$(cuda_root)
-  # `-cudart shared` links against libcudart.so, which the wheel ships only as .so.13.
-  ln -sf libcudart.so.13 "$root/lib/libcudart.so"
-  # Smoke test: the toolchain must compile a kernel to PTX without a GPU.
-  local tmp
-  tmp=$(mktemp -d)
-  printf '__global__ void k(int *p) { p[threadIdx.x] = 1; }\n' >"$tmp/k.cu"
-  "$root/bin/nvcc" -ptx "$tmp/k.cu" -o "$tmp/k.ptx"
-  grep -q '.entry' "$tmp/k.ptx"
-  rm -rf "$tmp"
-  touch "$STAMP"
-  log "CUDA $CUDA_VER pip toolchain: ok"
+  install_toolkit "$CUDA_VER" "$VENV" "$STAMP" "${PIP_PKGS[@]}"
+}
+
+# Optional: a failure only makes the newest toolkit's matrix entries skip; say why and go on.
+install_newest_toolkit() {
+  install_toolkit "$NEWEST_VER" "$NEWEST_VENV" "$NEWEST_STAMP" "${NEWEST_PKGS[@]}" ||
+    log "CUDA $NEWEST_VER pip toolchain: unavailable; the toolkit matrix covers $CUDA_VER only"
 }
 
 case "${1:-}" in
@@ -111,6 +141,7 @@ install_qemu_gpu() {
 }
 
 install_cuda_toolchain
+install_newest_toolkit
 install_uml
 install_vulkan
 install_qemu_gpu

@@ -161,14 +161,50 @@ impl ConnectError {
 pub fn init_logging() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
         let filter = tracing_subscriber::EnvFilter::try_from_env("VCUDA_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe { libc::atexit(mark_exiting) };
         // Another subscriber may already be installed (a Rust host program); keep it.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+        let _ = tracing_subscriber::registry()
+            .with(UntilExit)
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .try_init();
     });
+}
+
+/// Set once the process has begun to exit.
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn mark_exiting() {
+    EXITING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ends logging when the process exits. The runtime's exit handlers still call the driver (it
+/// tears down its contexts), but by then the main thread's thread-locals, among them the
+/// formatting buffer of `tracing_subscriber`'s fmt layer, are destroyed, and an event would
+/// panic. `atexit` handlers run last-registered first, so ours (registered at the first driver
+/// call) runs before the runtime's.
+struct UntilExit;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UntilExit {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        !EXITING.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The transport to the executor: the unix socket `VCUDA_EXECUTOR` names (host-only mode,

@@ -9,6 +9,8 @@
 //! * CONTEXT_LOCAL_STORAGE_INTERFACE_V0301: a per-context key/value store the runtime keeps
 //!   its per-context state in;
 //! * CTX_CREATE_BYPASS, DEVICE_EXTENDED_RT, UNKNOWN_CHECKS: small queries;
+//! * CONTEXT_IDENTITY (`21318c60-…`, asked for by cudart ≥ 13.2, whose initialisation fails
+//!   without it): a context's device and its unique id;
 //! * INTEGRITY_CHECK: an HMAC-MD2 over the process, thread, table addresses, time, driver
 //!   version and devices, which the runtime recomputes and compares.
 //!
@@ -38,6 +40,7 @@ const HEAP_ACCESS: Uuid = uuid(0x195BCBF4_D67D024A, 0xACC51D29CEA631AE);
 const DEVICE_EXTENDED_RT: Uuid = uuid(0xB10541E1_F7C7C74A, 0x9F64F223BE99F1E2);
 const INTEGRITY_CHECK: Uuid = uuid(0xD4082055_BDE6704B, 0x8D34BA123C66E1F2);
 const UNKNOWN_CHECKS: Uuid = uuid(0x263E8860_7CD26143, 0x92F6BBD5006DFA7E);
+const CONTEXT_IDENTITY: Uuid = uuid(0x21318C60_97143248, 0x8CA641FF7324C8F2);
 
 /// A UUID in the byte order the runtime passes it (the textual order).
 const fn uuid(hi: u64, lo: u64) -> Uuid {
@@ -63,22 +66,61 @@ fn table_addr(id: &Uuid) -> usize {
     tables().get(id).map(|t| t.0.as_ptr() as usize).unwrap_or(0)
 }
 
-macro_rules! unknown_slot {
-    ($name:ident, $table:literal) => {
-        unsafe extern "C" fn $name() -> CUresult {
-            crate::ffi::not_supported(concat!("cuGetExportTable(", $table, ") slot"))
-        }
+/// The tables by index, for the unknown-slot report.
+const TABLE_NAMES: [&str; 9] = [
+    "CUDART_INTERFACE",
+    "TOOLS_TLS",
+    "TOOLS_RUNTIME_CALLBACK_HOOKS",
+    "CONTEXT_LOCAL_STORAGE",
+    "HEAP_ACCESS",
+    "DEVICE_EXTENDED_RT",
+    "UNKNOWN_CHECKS",
+    "CONTEXT_IDENTITY",
+    "INTEGRITY_CHECK",
+];
+
+/// The most slots a table has.
+const MAX_SLOTS: usize = 96;
+
+/// What a slot the runtime is not known to call answers: it logs (once) which table and slot
+/// was called, so a new runtime's needs show up by name, and fails cleanly.
+unsafe extern "C" fn unknown_slot<const TABLE: usize, const SLOT: usize>() -> CUresult {
+    let table = TABLE_NAMES.get(TABLE).copied().unwrap_or("?");
+    if EXPECTED_FAILURES.contains(&(TABLE, SLOT)) {
+        debug!(
+            table,
+            slot = SLOT,
+            "export-table slot not implemented (expected)"
+        );
+        return Status::ERROR_NOT_SUPPORTED.0;
+    }
+    crate::ffi::not_supported(&format!("cuGetExportTable({table}) slot {SLOT}"))
+}
+
+/// Slots every cudart 13 calls, for its tools (profiler, tracing) interface, and goes on from
+/// when they fail: answered `CUDA_ERROR_NOT_SUPPORTED` at debug level, so a program's output is
+/// its own. (table index in [`TABLE_NAMES`], slot)
+const EXPECTED_FAILURES: &[(usize, usize)] = &[(1, 2), (2, 1), (2, 4), (7, 51)];
+
+/// Tables the runtime asks for and does without: answered `CUDA_ERROR_NOT_SUPPORTED` at debug
+/// level (cudart 13.0–13.5 ask for this one at start-up).
+const OPTIONAL_TABLES: &[Uuid] = &[uuid(0xF8CFF951_21468B4E, 0xB9E2FB469E7C0DD9)];
+
+macro_rules! unknown_slots {
+    ($table:expr; $($slot:literal)*) => {
+        [$(unknown_slot::<{ $table }, $slot> as *const () as usize),*]
     };
 }
-unknown_slot!(unknown_cudart, "CUDART_INTERFACE");
-unknown_slot!(unknown_tools, "TOOLS");
-unknown_slot!(unknown_heap, "HEAP_ACCESS");
-unknown_slot!(unknown_device_ext, "DEVICE_EXTENDED_RT");
-unknown_slot!(unknown_checks, "UNKNOWN_CHECKS");
 
-/// A table of `len` words: word 0 is the byte size, then `fill`, with `slots` overriding.
-fn table(len: usize, fill: usize, sized: bool, slots: &[(usize, usize)]) -> Table {
-    let mut v = vec![fill; len];
+/// The unknown-slot function of every slot of table number `T`.
+fn unknown_slots<const T: usize>() -> [usize; MAX_SLOTS] {
+    unknown_slots!(T; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95)
+}
+
+/// A table of `len` words (at most [`MAX_SLOTS`]): word 0 is the byte size, then `fill`'s
+/// functions, with `slots` overriding.
+fn table(len: usize, fill: [usize; MAX_SLOTS], sized: bool, slots: &[(usize, usize)]) -> Table {
+    let mut v = fill[..len.min(MAX_SLOTS)].to_vec();
     if sized {
         v[0] = len * std::mem::size_of::<usize>();
     }
@@ -93,8 +135,8 @@ fn build() -> HashMap<Uuid, Table> {
     m.insert(
         CUDART_INTERFACE,
         table(
-            10,
-            unknown_cudart as *const () as usize,
+            13,
+            unknown_slots::<0>(),
             true,
             &[
                 (1, get_module_from_cubin as *const () as usize),
@@ -102,18 +144,16 @@ fn build() -> HashMap<Uuid, Table> {
                 (6, get_module_from_cubin_ext1 as *const () as usize),
                 (7, cudart_noop as *const () as usize),
                 (8, get_module_from_cubin_ext2 as *const () as usize),
+                (12, cudart_driver_ready as *const () as usize),
             ],
         ),
     );
-    m.insert(
-        TOOLS_TLS,
-        table(4, unknown_tools as *const () as usize, true, &[]),
-    );
+    m.insert(TOOLS_TLS, table(4, unknown_slots::<1>(), true, &[]));
     m.insert(
         TOOLS_RUNTIME_CALLBACK_HOOKS,
         table(
             7,
-            unknown_tools as *const () as usize,
+            unknown_slots::<2>(),
             true,
             &[
                 (2, tools_buffer1 as *const () as usize),
@@ -125,7 +165,7 @@ fn build() -> HashMap<Uuid, Table> {
         CONTEXT_LOCAL_STORAGE_V0301,
         table(
             4,
-            unknown_tools as *const () as usize,
+            unknown_slots::<3>(),
             false,
             &[
                 (0, cls_put as *const () as usize),
@@ -136,17 +176,19 @@ fn build() -> HashMap<Uuid, Table> {
     );
     m.insert(
         CTX_CREATE_BYPASS,
-        table(2, 0, true, &[(1, ctx_create_bypass as *const () as usize)]),
+        table(
+            2,
+            [0; MAX_SLOTS],
+            true,
+            &[(1, ctx_create_bypass as *const () as usize)],
+        ),
     );
-    m.insert(
-        HEAP_ACCESS,
-        table(3, unknown_heap as *const () as usize, true, &[]),
-    );
+    m.insert(HEAP_ACCESS, table(3, unknown_slots::<4>(), true, &[]));
     m.insert(
         DEVICE_EXTENDED_RT,
         table(
             26,
-            unknown_device_ext as *const () as usize,
+            unknown_slots::<5>(),
             true,
             &[
                 (5, device_attribute_ext as *const () as usize),
@@ -158,16 +200,28 @@ fn build() -> HashMap<Uuid, Table> {
         INTEGRITY_CHECK,
         table(
             3,
-            unknown_checks as *const () as usize,
+            unknown_slots::<8>(),
             true,
             &[(1, integrity_check as *const () as usize)],
+        ),
+    );
+    m.insert(
+        CONTEXT_IDENTITY,
+        table(
+            90,
+            unknown_slots::<7>(),
+            true,
+            &[
+                (3, context_device as *const () as usize),
+                (4, context_id as *const () as usize),
+            ],
         ),
     );
     m.insert(
         UNKNOWN_CHECKS,
         table(
             4,
-            unknown_checks as *const () as usize,
+            unknown_slots::<6>(),
             true,
             &[
                 (2, context_check as *const () as usize),
@@ -195,6 +249,10 @@ pub unsafe extern "C" fn cuGetExportTable(out: *mut *const c_void, id: *const Cu
                 debug!(uuid = ?id, "export table");
                 // SAFETY: checked non-null; writable per the contract.
                 unsafe { put(out, t.0.as_ptr().cast()) }
+            }
+            None if OPTIONAL_TABLES.contains(&id) => {
+                debug!(uuid = ?id, "export table not implemented (optional)");
+                Err(Status::ERROR_NOT_SUPPORTED)
             }
             None => {
                 warn!("vcuda: cuGetExportTable: unknown table {id:02x?}");
@@ -266,6 +324,26 @@ unsafe extern "C" fn cudart_noop(_arg: usize) -> CUresult {
     0
 }
 
+/// CUDART_INTERFACE slot 12, called with no arguments by the shared cudart ≥ 13.2 while it
+/// loads the driver (after its driver-version check; an undocumented environment variable skips
+/// the call). A failure makes the runtime's initialisation fail with the mapped error, so every
+/// runtime call of the program fails; the shim, once loaded, has nothing left to check.
+unsafe extern "C" fn cudart_driver_ready() -> CUresult {
+    0
+}
+
+/// CONTEXT_IDENTITY slot 3: the device of `ctx` (the current context for null).
+unsafe extern "C" fn context_device(ctx: Handle, dev: *mut CUdevice) -> CUresult {
+    // SAFETY: the runtime passes a context handle and a writable device slot (null-checked).
+    unsafe { crate::api::context::cuCtxGetDevice_v2(dev, ctx) }
+}
+
+/// CONTEXT_IDENTITY slot 4: the unique id of `ctx`, as `cuCtxGetId`.
+unsafe extern "C" fn context_id(ctx: Handle, id: *mut u64) -> CUresult {
+    // SAFETY: the runtime passes a context handle and a writable id slot (null-checked).
+    unsafe { crate::api::context::cuCtxGetId(ctx, id) }
+}
+
 unsafe extern "C" fn ctx_create_bypass(
     pctx: *mut Handle,
     flags: c_uint,
@@ -275,18 +353,25 @@ unsafe extern "C" fn ctx_create_bypass(
     unsafe { crate::api::context::cuCtxCreate_v2(pctx, flags, dev) }
 }
 
-/// Inert buffers handed to the runtime's tool hooks.
+/// Inert, zeroed buffers handed to the runtime's tool hooks: the runtime keeps its tools state
+/// (callback flags, which it reads as "no tool attached" while they are zero) in them. Their
+/// size is the runtime's business, not ours: cudart 13.5 reads 0x798 bytes into the first one
+/// whatever size is reported, so both are generously sized and aligned.
+#[repr(C, align(64))]
 struct Buffer<const N: usize>(std::cell::UnsafeCell<[u8; N]>);
 // SAFETY: the shim never reads or writes these buffers; only the runtime does.
 unsafe impl<const N: usize> Sync for Buffer<N> {}
-static TOOLS_BUFFER1: Buffer<1024> = Buffer(std::cell::UnsafeCell::new([0; 1024]));
-static TOOLS_BUFFER2: Buffer<14> = Buffer(std::cell::UnsafeCell::new([0; 14]));
+const TOOLS_BUFFER_LEN: usize = 64 << 10;
+static TOOLS_BUFFER1: Buffer<TOOLS_BUFFER_LEN> =
+    Buffer(std::cell::UnsafeCell::new([0; TOOLS_BUFFER_LEN]));
+static TOOLS_BUFFER2: Buffer<TOOLS_BUFFER_LEN> =
+    Buffer(std::cell::UnsafeCell::new([0; TOOLS_BUFFER_LEN]));
 
 unsafe extern "C" fn tools_buffer1(out: *mut *mut c_void, size: *mut usize) {
     // SAFETY: the runtime passes writable out-pointers (null-checked by put).
     unsafe {
         let _ = put(out, TOOLS_BUFFER1.0.get().cast());
-        let _ = put(size, 1024);
+        let _ = put(size, TOOLS_BUFFER_LEN);
     }
 }
 
@@ -294,7 +379,7 @@ unsafe extern "C" fn tools_buffer2(out: *mut *mut c_void, size: *mut usize) {
     // SAFETY: as above.
     unsafe {
         let _ = put(out, TOOLS_BUFFER2.0.get().cast());
-        let _ = put(size, 14);
+        let _ = put(size, TOOLS_BUFFER_LEN);
     }
 }
 

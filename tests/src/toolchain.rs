@@ -295,6 +295,44 @@ impl Toolchain {
     }
 }
 
+/// Every installed toolkit of the matrix (`VCUDA_CUDA_MATRIX`, `:`-separated CUDA roots, the
+/// pinned one first), each with its `CUDA_VERSION` from `cuda.h`.
+pub fn matrix() -> Result<Vec<(u32, Toolchain)>> {
+    let base = toolchain()?;
+    let roots = match std::env::var("VCUDA_CUDA_MATRIX") {
+        Ok(v) if !v.is_empty() => v,
+        _ => setup_env()?
+            .into_iter()
+            .find(|(k, _)| k == "VCUDA_CUDA_MATRIX")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| base.cuda_root.to_string_lossy().into_owned()),
+    };
+    let mut out = Vec::new();
+    for root in roots.split(':').filter(|r| !r.is_empty()) {
+        let root = PathBuf::from(root);
+        let header = root.join("include").join("cuda.h");
+        let text = std::fs::read_to_string(&header).map_err(|e| io(&header, e))?;
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#define CUDA_VERSION "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| ToolchainError::Missing {
+                what: "CUDA_VERSION",
+                detail: format!("not defined in {}", header.display()),
+            })?;
+        out.push((
+            version,
+            Toolchain {
+                nvcc: root.join("bin").join("nvcc"),
+                nvrtc: root.join("lib").join("libnvrtc.so.13"),
+                cuda_root: root,
+                cache: base.cache.clone(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
 /// [`Toolchain::compile_ptx`] on the process's toolchain.
 pub fn compile_ptx(source: &Path, arch: u32) -> Result<String> {
     toolchain()?.compile_ptx(source, arch)

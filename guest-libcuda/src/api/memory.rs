@@ -604,9 +604,22 @@ mod attr {
     pub const BUFFER_ID: u32 = 7;
     pub const IS_MANAGED: u32 = 8;
     pub const DEVICE_ORDINAL: u32 = 9;
+    pub const IS_LEGACY_CUDA_IPC_CAPABLE: u32 = 10;
     pub const RANGE_START_ADDR: u32 = 11;
     pub const RANGE_SIZE: u32 = 12;
     pub const MAPPED: u32 = 13;
+    pub const ALLOWED_HANDLE_TYPES: u32 = 14;
+    pub const IS_GPU_DIRECT_RDMA_CAPABLE: u32 = 15;
+    pub const ACCESS_FLAGS: u32 = 16;
+    pub const MEMPOOL_HANDLE: u32 = 17;
+    pub const MAPPING_SIZE: u32 = 18;
+    pub const MAPPING_BASE_ADDR: u32 = 19;
+    pub const MEMORY_BLOCK_ID: u32 = 20;
+    pub const IS_HW_DECOMPRESS_CAPABLE: u32 = 21;
+    /// CUDA 13.5.
+    pub const LOCALITY_DOMAIN_ORDINAL: u32 = 22;
+    /// `CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE`.
+    pub const ACCESS_READWRITE: u32 = 3;
 }
 
 /// Writes one pointer attribute; `Ok(false)` when it does not apply to this pointer.
@@ -659,7 +672,25 @@ unsafe fn pointer_attribute(d: &Driver, data: *mut c_void, a: u32, p: u64) -> R<
             attr::DEVICE_ORDINAL => put(data.cast::<c_int>(), 0)?,
             attr::RANGE_START_ADDR => put(data.cast::<u64>(), range.0)?,
             attr::RANGE_SIZE => put(data.cast::<usize>(), range.1 as usize)?,
-            _ => return Err(Status::ERROR_NOT_SUPPORTED),
+            // One allocation is one mapping of one physical block.
+            attr::MAPPING_SIZE => put(data.cast::<usize>(), range.1 as usize)?,
+            attr::MAPPING_BASE_ADDR => put(data.cast::<u64>(), range.0)?,
+            attr::MEMORY_BLOCK_ID => put(data.cast::<u64>(), range.0)?,
+            // No IPC, no exportable handles, no RDMA, no decompression engine.
+            attr::IS_LEGACY_CUDA_IPC_CAPABLE
+            | attr::IS_GPU_DIRECT_RDMA_CAPABLE
+            | attr::IS_HW_DECOMPRESS_CAPABLE => put(data.cast::<c_uint>(), 0)?,
+            attr::ALLOWED_HANDLE_TYPES => put(data.cast::<u64>(), 0)?,
+            // The device reads and writes its own allocations; host memory it reaches only
+            // through copies (no zero-copy mapping).
+            attr::ACCESS_FLAGS => put(
+                data.cast::<c_uint>(),
+                if device { attr::ACCESS_READWRITE } else { 0 },
+            )?,
+            attr::MEMPOOL_HANDLE => put(data.cast::<usize>(), 0)?,
+            attr::LOCALITY_DOMAIN_ORDINAL => put(data.cast::<c_int>(), -1)?,
+            // Not a `CUpointer_attribute` (as the real driver answers).
+            _ => return Err(Status::ERROR_INVALID_VALUE),
         }
     }
     Ok(true)
@@ -923,12 +954,18 @@ entry! {
             if !pointer_attribute(d, slot, a, p)? {
                 // Unknown pointers and attributes that do not apply read as zero.
                 match a {
-                    attr::CONTEXT | attr::HOST_POINTER => put(slot.cast::<usize>(), 0)?,
-                    attr::DEVICE_POINTER | attr::BUFFER_ID | attr::RANGE_START_ADDR => {
-                        put(slot.cast::<u64>(), 0)?
+                    attr::CONTEXT | attr::HOST_POINTER | attr::MEMPOOL_HANDLE => {
+                        put(slot.cast::<usize>(), 0)?
                     }
-                    attr::RANGE_SIZE => put(slot.cast::<usize>(), 0)?,
+                    attr::DEVICE_POINTER
+                    | attr::BUFFER_ID
+                    | attr::RANGE_START_ADDR
+                    | attr::ALLOWED_HANDLE_TYPES
+                    | attr::MAPPING_BASE_ADDR
+                    | attr::MEMORY_BLOCK_ID => put(slot.cast::<u64>(), 0)?,
+                    attr::RANGE_SIZE | attr::MAPPING_SIZE => put(slot.cast::<usize>(), 0)?,
                     attr::DEVICE_ORDINAL => put(slot.cast::<c_int>(), -2)?,
+                    attr::LOCALITY_DOMAIN_ORDINAL => put(slot.cast::<c_int>(), -1)?,
                     _ => put(slot.cast::<c_uint>(), 0)?,
                 }
             }
