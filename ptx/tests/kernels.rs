@@ -543,9 +543,13 @@ fn launch_errors() {
         )
         .unwrap_err();
     assert!(matches!(e, ExecError::InvalidConfig(_)));
-    // Null pointers: every thread faults; the launch reports IllegalAddress.
+    // Null pointers: every thread faults; the launch reports IllegalAddress, at the address of
+    // whichever block faulted first (blocks run in parallel): one of a[0..1024].
     let e = d
         .run("vec_add", [4, 1, 1], [256, 1, 1], 0, &[0, 0, 0, 1024])
         .unwrap_err();
-    assert_eq!(e, ExecError::IllegalAddress { addr: 0 });
+    assert!(
+        matches!(e, ExecError::IllegalAddress { addr } if addr % 4 == 0 && addr < 4096),
+        "{e:?}"
+    );
 }

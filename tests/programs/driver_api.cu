@@ -133,6 +133,16 @@ int main(int argc, char **argv) {
     void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &buf, CU_LAUNCH_PARAM_BUFFER_SIZE, &buf_size,
                      CU_LAUNCH_PARAM_END};
     CHECK(cuLaunchKernel(affine, (n + 63) / 64, 1, 1, 64, 1, 1, 0, 0, nullptr, extra));
+    // Configurations the device cannot run are refused at the call: too many threads, a zero
+    // or too large dimension, more dynamic shared memory than the function may have.
+    int dev_smem = 0;
+    CHECK(cuDeviceGetAttribute(&dev_smem, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, dev));
+    EXPECT(cuLaunchKernel(affine, 1, 1, 1, 2048, 1, 1, 0, 0, nullptr, extra) == CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuLaunchKernel(affine, 0, 1, 1, 64, 1, 1, 0, 0, nullptr, extra) == CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuLaunchKernel(affine, 1, 1, 1, 1, 1, 65, 0, 0, nullptr, extra) == CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuLaunchKernel(affine, 1, 70000, 1, 64, 1, 1, 0, 0, nullptr, extra) == CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuLaunchKernel(affine, 1, 1, 1, 64, 1, 1, dev_smem + 1, 0, nullptr, extra) ==
+           CUDA_ERROR_INVALID_VALUE);
     // cuLaunchKernelEx on a stream.
     CUstream stream;
     CHECK(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));

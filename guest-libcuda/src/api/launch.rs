@@ -52,6 +52,71 @@ unsafe fn pack_extra(extra: *mut *mut c_void) -> R<Vec<u8>> {
     Ok(unsafe { bytes(buf, size) }?.to_vec())
 }
 
+/// `CUdevice_attribute` and `CUfunction_attribute` values the launch checks read.
+mod limit {
+    pub const MAX_THREADS_PER_BLOCK: u32 = 1;
+    pub const MAX_BLOCK_DIM: [u32; 3] = [2, 3, 4];
+    pub const MAX_GRID_DIM: [u32; 3] = [5, 6, 7];
+    pub const MAX_SHARED_MEMORY_PER_BLOCK: u32 = 8;
+    pub const MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: u32 = 97;
+    /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
+    pub const FUNC_MAX_DYNAMIC_SHARED: u32 = 8;
+}
+
+/// The checks the driver makes before it accepts a launch, synchronously (a launch is
+/// otherwise fire-and-forget): every grid and block dimension at least 1 and within the
+/// device's limits, the block's threads within the device's and the function's limit, and the
+/// dynamic shared memory within the function's `MAX_DYNAMIC_SHARED_SIZE_BYTES` (by default what
+/// the per-block limit leaves beside its static shared memory; raised with
+/// `cuFuncSetAttribute`, at most to the opt-in limit). `CUDA_ERROR_INVALID_VALUE` otherwise, as
+/// the driver answers. A limit the device does not report is not checked.
+fn check_launch(
+    d: &crate::driver::Driver,
+    device: i32,
+    f: &crate::driver::FuncEntry,
+    l: &Launch,
+) -> R<()> {
+    let bad = Err(Status::ERROR_INVALID_VALUE);
+    let limit = |attr| {
+        d.attribute(device, attr)
+            .map(|v| u64::try_from(v).unwrap_or(0))
+    };
+    if l.grid.contains(&0) || l.block.contains(&0) {
+        return bad;
+    }
+    for i in 0..3 {
+        let (g, b) = (
+            limit(limit::MAX_GRID_DIM[i])?,
+            limit(limit::MAX_BLOCK_DIM[i])?,
+        );
+        if (g != 0 && u64::from(l.grid[i]) > g) || (b != 0 && u64::from(l.block[i]) > b) {
+            return bad;
+        }
+    }
+    let threads: u64 = l.block.iter().map(|&b| u64::from(b)).product();
+    let device_max = limit(limit::MAX_THREADS_PER_BLOCK)?;
+    let func_max = u64::from(f.info.max_threads_per_block);
+    if (device_max != 0 && threads > device_max) || (func_max != 0 && threads > func_max) {
+        return bad;
+    }
+    let per_block = limit(limit::MAX_SHARED_MEMORY_PER_BLOCK)?;
+    if per_block != 0 {
+        let static_bytes = u64::from(f.info.static_shared_bytes);
+        let optin = limit(limit::MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?.max(per_block);
+        let dynamic_max = f
+            .attrs
+            .iter()
+            .find(|(a, _)| *a == limit::FUNC_MAX_DYNAMIC_SHARED)
+            .map(|&(_, v)| u64::try_from(v).unwrap_or(0))
+            .unwrap_or(per_block.saturating_sub(static_bytes))
+            .min(optin.saturating_sub(static_bytes));
+        if u64::from(l.shared) > dynamic_max {
+            return bad;
+        }
+    }
+    Ok(())
+}
+
 /// Enqueues a launch.
 ///
 /// # Safety
@@ -67,6 +132,12 @@ pub unsafe fn launch(l: Launch) -> R<()> {
         // A function belongs to the context its module was loaded in.
         return Err(Status::ERROR_INVALID_HANDLE);
     }
+    let device = o
+        .contexts
+        .get(&ctx)
+        .map(|c| c.device)
+        .ok_or(Status::ERROR_INVALID_CONTEXT)?;
+    check_launch(d, device, f, &l)?;
     let params = if !l.params.is_null() {
         let layout = &f.info.params.0;
         let total = layout
