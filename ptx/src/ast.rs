@@ -36,6 +36,9 @@ pub enum Ty {
     S64,
     F16,
     F16x2,
+    /// Two 16-bit integers packed in 32 bits (`min`/`max` on halves).
+    S16x2,
+    U16x2,
     Bf16,
     Bf16x2,
     Tf32,
@@ -63,6 +66,8 @@ impl Ty {
             "s64" => Ty::S64,
             "f16" => Ty::F16,
             "f16x2" => Ty::F16x2,
+            "s16x2" => Ty::S16x2,
+            "u16x2" => Ty::U16x2,
             "bf16" => Ty::Bf16,
             "bf16x2" => Ty::Bf16x2,
             "tf32" => Ty::Tf32,
@@ -77,7 +82,15 @@ impl Ty {
         match self {
             Ty::Pred | Ty::B8 | Ty::U8 | Ty::S8 => 1,
             Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 => 2,
-            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 | Ty::Tf32 => 4,
+            Ty::B32
+            | Ty::U32
+            | Ty::S32
+            | Ty::F32
+            | Ty::F16x2
+            | Ty::S16x2
+            | Ty::U16x2
+            | Ty::Bf16x2
+            | Ty::Tf32 => 4,
             Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 8,
             Ty::B128 => 16,
         }

@@ -441,6 +441,7 @@ impl<'i> Mods<'i> {
             }
         }
     }
+
     /// Fails if any modifier was not taken.
     pub(crate) fn finish(self) -> LR<()> {
         for (i, x) in self.list.iter().enumerate() {

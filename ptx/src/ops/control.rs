@@ -4,7 +4,7 @@
 //! `brkpt` (traps), `nanosleep` and `pmevent` (no-ops). The SIMT-stack and call-stack manipulation of
 //! each lives here; [`crate::exec`] calls it when a warp reaches one of these instructions.
 
-use crate::ast::{Instruction, Operand};
+use crate::ast::{Instruction, Operand, Ty};
 use crate::cfg::Flow;
 use crate::error::ExecError;
 use crate::fncx::{FnCx, LowerErr, Mods, LR};
@@ -85,6 +85,18 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<Op>> {
             m.one_of(&[
                 "proxy", "alias", "async", "sc", "acq_rel", "cta", "gl", "sys", "gpu",
             ]);
+            CtlOp::Fence
+        }
+        // `bar.warp.sync membermask` (`__syncwarp`): the lanes of a warp run in lockstep here,
+        // so what is left of it is its memory ordering among the lanes. (A warp whose member
+        // lanes are on different paths is not made to wait for them: the interpreter's
+        // divergent paths run one after the other.)
+        "bar" if m.has("warp") => {
+            m.has("sync");
+            if o.len() != 1 {
+                return Err(cx.err("bar.warp.sync takes a member mask"));
+            }
+            cx.src(&o[0], Ty::B32)?;
             CtlOp::Fence
         }
         "bar" | "barrier" => {
@@ -479,6 +491,18 @@ pub(crate) fn do_return(w: &mut Warp, env: &Env<'_>) -> Result<(), ExecError> {
 mod tests {
     use crate::ops::testutil::run_kernel;
     use crate::ExecError;
+
+    #[test]
+    fn syncwarp_is_accepted_on_a_converged_warp() {
+        let r = run_kernel(
+            "mov.u32 %r1, %tid.x; bar.warp.sync -1; shl.b32 %r2, %r1, 2; cvt.u64.u32 %rd1, %r2;\
+             add.u64 %rd2, %rd_out, %rd1; bar.warp.sync 0xffffffff; st.global.u32 [%rd2], %r1;",
+            32,
+            16,
+        )
+        .unwrap();
+        assert_eq!(r[15], (31u64 << 32) | 30);
+    }
 
     #[test]
     fn divergence_reconverges() {

@@ -1,5 +1,5 @@
 //! Conversions: `cvt` (int↔int with saturation, int↔float and float↔float with `.rn/.rz/.rm/.rp`
-//! and `.rni/.rzi/.rmi/.rpi`, `.ftz`, `.sat`, f16/bf16 incl. packed `x2`) and `cvta` (generic ↔
+//! and `.rni/.rzi/.rmi/.rpi`, `.ftz`, `.sat`, f16/bf16 incl. packed `x2`, tf32) and `cvta` (generic ↔
 //! state-space addresses, see the windows in [`crate::exec`]).
 
 use crate::ast::{Instruction, StateSpace, Ty};
@@ -11,6 +11,40 @@ use crate::num::{
     bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, mask, round_to_f32, sext, zext, Rnd,
 };
 use crate::ops::Ctx;
+
+/// Rounding of `cvt.tf32.f32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tf32Rnd {
+    /// To nearest, ties away from zero (`.rna`).
+    Rna,
+    /// To nearest, ties to even (`.rn`).
+    Rn,
+    /// Toward zero (`.rz`).
+    Rz,
+}
+
+/// f32 bits → tf32 bits (sign, 8 exponent bits, 10 mantissa bits, 13 zero bits).
+pub(crate) fn f32_to_tf32(bits: u32, rnd: Tf32Rnd, satfinite: bool) -> u32 {
+    const LOW: u32 = (1 << 13) - 1;
+    const MAX_FINITE: u32 = 0x7f7f_e000;
+    let sign = bits & 0x8000_0000;
+    let mag = bits & 0x7fff_ffff;
+    if mag > 0x7f80_0000 {
+        return 0x7fff_ffff; // NaN: the canonical one
+    }
+    if mag == 0x7f80_0000 {
+        return if satfinite { sign | MAX_FINITE } else { bits };
+    }
+    let rounded = match rnd {
+        Tf32Rnd::Rz => mag & !LOW,
+        Tf32Rnd::Rna => (mag + (1 << 12)) & !LOW,
+        Tf32Rnd::Rn => (mag + ((1 << 12) - 1) + ((mag >> 13) & 1)) & !LOW,
+    };
+    if rounded >= 0x7f80_0000 {
+        return sign | if satfinite { MAX_FINITE } else { 0x7f80_0000 };
+    }
+    sign | rounded
+}
 
 /// Integer rounding of a float (`.rni` etc.).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +69,14 @@ pub(crate) enum CvtOp {
     },
     /// `cvt.rn.f16x2.f32 d, a, b` and bf16x2: a → upper half, b → lower half.
     Pack2 { bf16: bool, d: Reg, a: Src, b: Src },
+    /// `cvt.{rna,rn,rz}{.satfinite}.tf32.f32 d, a`: an f32 rounded to tf32's 10 mantissa bits,
+    /// kept in a 32-bit register with the low 13 bits zero.
+    Tf32 {
+        rnd: Tf32Rnd,
+        satfinite: bool,
+        d: Reg,
+        a: Src,
+    },
     /// Generic ↔ space: `d = a + add` (wrapping), truncated to 32 bits if `narrow`.
     Cvta {
         add: u64,
@@ -89,6 +131,8 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<CvtOp>> {
             Some("rpi") => Some(IRnd::Rpi),
             _ => None,
         };
+        let rna = m.has("rna");
+        let satfinite = m.has("satfinite");
         let frnd = m.rnd().unwrap_or(Rnd::Rn);
         let ftz = m.has("ftz");
         let sat = m.has("sat");
@@ -97,7 +141,32 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<CvtOp>> {
         let [dty, sty] = t[..] else {
             return Err(cx.err("cvt needs destination and source types"));
         };
-        if matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
+        if dty == Ty::Tf32 {
+            arity(cx, i, 2)?;
+            if sty != Ty::F32 {
+                return Err(LowerErr::Unsupported(format!("cvt tf32 <- {sty:?}")));
+            }
+            let rnd = match (rna, frnd) {
+                (true, _) => Tf32Rnd::Rna,
+                (false, Rnd::Rz) => Tf32Rnd::Rz,
+                (false, Rnd::Rn) => Tf32Rnd::Rn,
+                (false, other) => {
+                    return Err(LowerErr::Unsupported(format!(
+                        "cvt.tf32 rounding {other:?}"
+                    )))
+                }
+            };
+            CvtOp::Tf32 {
+                rnd,
+                satfinite,
+                d: cx.dst(&o[0])?,
+                a: cx.src(&o[1], sty)?,
+            }
+        } else if rna || satfinite {
+            return Err(LowerErr::Unsupported(
+                ".rna/.satfinite outside cvt.tf32".into(),
+            ));
+        } else if matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
             arity(cx, i, 3)?;
             if sty != Ty::F32 {
                 return Err(LowerErr::Unsupported("packed cvt from non-f32".into()));
@@ -304,6 +373,14 @@ pub(crate) fn exec(op: &CvtOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
             };
             conv(x) << 16 | conv(y)
         }),
+        CvtOp::Tf32 {
+            rnd,
+            satfinite,
+            d,
+            a,
+        } => cx.map1(d, a, m, |x| {
+            u64::from(f32_to_tf32(x as u32, rnd, satfinite))
+        }),
         CvtOp::Cvta { add, narrow, d, a } => cx.map1(d, a, m, |x| {
             let v = x.wrapping_add(add);
             if narrow {
@@ -319,6 +396,37 @@ pub(crate) fn exec(op: &CvtOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tf32_rounding() {
+        use Tf32Rnd::*;
+        let t = |bits: u32, r| f32_to_tf32(bits, r, false);
+        // 1 + 2^-11 exactly half an ulp of tf32 (ulp 2^-10): ties away / to even / toward zero.
+        assert_eq!(t(0x3f80_1000, Rna), 0x3f80_2000);
+        assert_eq!(t(0x3f80_1000, Rn), 0x3f80_0000);
+        assert_eq!(t(0x3f80_3000, Rn), 0x3f80_4000);
+        assert_eq!(t(0x3f80_1fff, Rz), 0x3f80_0000);
+        assert_eq!(t(0x3f80_1001, Rn), 0x3f80_2000);
+        assert_eq!(t(0xbf80_1000, Rna), 0xbf80_2000);
+        // Rounding into the next binade, and past the largest finite value.
+        assert_eq!(t(0x3fff_f000, Rna), 0x4000_0000);
+        assert_eq!(t(0x7f7f_f000, Rna), 0x7f80_0000);
+        assert_eq!(f32_to_tf32(0x7f7f_f000, Rna, true), 0x7f7f_e000);
+        assert_eq!(f32_to_tf32(0xff80_0000, Rn, true), 0xff7f_e000);
+        assert_eq!(t(0x7fc0_0001, Rn), 0x7fff_ffff);
+        assert_eq!(t(0x0000_1000, Rna), 0x0000_2000);
+    }
+
+    #[test]
+    fn tf32_in_a_kernel() {
+        let r = crate::ops::testutil::eval(
+            "mov.b32 %f1, 0x3F801000; cvt.rna.tf32.f32 %r1, %f1; cvt.u64.u32 %rd1, %r1;\
+             cvt.rn.tf32.f32 %r2, %f1; cvt.u64.u32 %rd2, %r2;\
+             mov.b32 %f2, 0x7F7FF000; cvt.rna.satfinite.tf32.f32 %r3, %f2; cvt.u64.u32 %rd3, %r3;",
+            3,
+        );
+        assert_eq!(r, [0x3f80_2000, 0x3f80_0000, 0x7f7f_e000]);
+    }
 
     fn c(dty: Ty, sty: Ty, irnd: Option<IRnd>, frnd: Rnd, sat: bool, x: u64) -> u64 {
         cvt(dty, sty, irnd, frnd, false, sat, x)

@@ -33,6 +33,12 @@ pub(crate) enum IBin {
     Xor,
     Shl,
     Shr,
+    /// `min`/`max` of each 16-bit half (`.s16x2`/`.u16x2`), `.relu` clamping at 0.
+    MinMax16x2 {
+        max: bool,
+        signed: bool,
+        relu: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +260,21 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<IntOp>> {
                 a: cx.src(&o[1], ty)?,
                 b: cx.src(&o[2], ty)?,
                 c: cx.src(&o[3], cty)?,
+            }
+        }
+        "min" | "max" if matches!(ty, Ty::S16x2 | Ty::U16x2) => {
+            arity(cx, i, 3)?;
+            let op = IBin::MinMax16x2 {
+                max: op == "max",
+                signed: ty == Ty::S16x2,
+                relu: m.has("relu"),
+            };
+            IntOp::Bin {
+                op,
+                ty: Ty::B32,
+                d: cx.dst(&o[0])?,
+                a: cx.src(&o[1], Ty::B32)?,
+                b: cx.src(&o[2], Ty::B32)?,
             }
         }
         "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl" | "shr" => {
@@ -576,6 +597,23 @@ fn binary(op: IBin, ty: Ty, a: u64, b: u64) -> u64 {
                 x.checked_rem(y).unwrap_or(x)
             }
         }
+        IBin::MinMax16x2 { max, signed, relu } => {
+            let mut r = 0u64;
+            for k in [0u32, 16] {
+                let (x, y) = ((a >> k) & 0xffff, (b >> k) & 0xffff);
+                let v = if signed {
+                    let (x, y) = (x as u16 as i16, y as u16 as i16);
+                    let v = if max { x.max(y) } else { x.min(y) };
+                    u64::from((if relu { v.max(0) } else { v }) as u16)
+                } else if max {
+                    x.max(y)
+                } else {
+                    x.min(y)
+                };
+                r |= v << k;
+            }
+            r
+        }
         IBin::Min => {
             if s {
                 sext(a, w).min(sext(b, w)) as u64
@@ -805,6 +843,20 @@ pub(crate) fn exec(op: &IntOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
 mod tests {
     use super::*;
     use crate::ops::testutil::eval;
+
+    #[test]
+    fn packed_16x2_min_max() {
+        // Halves: a = (-3, 7), b = (2, -9), high half first.
+        let r = eval(
+            "mov.b32 %r1, 0xFFFD0007; mov.b32 %r2, 0x0002FFF7;\
+             min.s16x2 %r3, %r1, %r2; cvt.u64.u32 %rd1, %r3;\
+             max.s16x2 %r4, %r1, %r2; cvt.u64.u32 %rd2, %r4;\
+             min.u16x2 %r5, %r1, %r2; cvt.u64.u32 %rd3, %r5;\
+             max.relu.s16x2 %r6, %r1, %r1; cvt.u64.u32 %rd4, %r6;",
+            4,
+        );
+        assert_eq!(r, [0xFFFD_FFF7, 0x0002_0007, 0x0002_0007, 0x0000_0007]);
+    }
 
     #[test]
     fn lane_semantics() {

@@ -38,6 +38,11 @@ pub(crate) enum MemOp {
         d: PReg,
         a: Src,
     },
+    /// `createpolicy`: a cache policy for `.L2::cache_hint` accesses, which take it as a hint
+    /// only; every policy is 0.
+    Policy {
+        d: Reg,
+    },
     Nop,
 }
 
@@ -52,7 +57,7 @@ fn space_mod(m: &mut Mods<'_>) -> MemSpace {
     }
 }
 
-/// Lowers loads, stores, prefetches and `isspacep`; `None` for any other opcode.
+/// Lowers loads, stores, prefetches, `createpolicy` and `isspacep`; `None` for any other opcode.
 pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<MemOp>> {
     let mut m = Mods::new(&i.mods);
     let o = &i.operands;
@@ -62,6 +67,16 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<MemOp>> {
             space_mod(&mut m);
             m.one_of(&["L1", "L2"]);
             MemOp::Nop
+        }
+        "createpolicy" => {
+            // `.fractional` (d, fraction) or `.range` (d, [a], primary, total); the
+            // `L2::evict_*` kinds are taken by `ignore_hints`.
+            m.one_of(&["fractional", "range"]);
+            m.ty()?;
+            if !(2..=4).contains(&o.len()) {
+                return Err(cx.err("createpolicy takes 2 to 4 operands"));
+            }
+            MemOp::Policy { d: cx.dst(&o[0])? }
         }
         "isspacep" => {
             arity(cx, i, 2)?;
@@ -73,7 +88,14 @@ pub(crate) fn lower(i: &Instruction, cx: &mut FnCx<'_>) -> LR<Option<MemOp>> {
             }
         }
         op @ ("ld" | "st" | "ldu") => {
-            arity(cx, i, 2)?;
+            // `.L2::cache_hint` takes a 64-bit cache policy as a third operand: a hint, checked
+            // and ignored (there is no cache to steer).
+            if i.mods.iter().any(|m| m == "L2::cache_hint") {
+                arity(cx, i, 3)?;
+                cx.src(&o[2], Ty::U64)?;
+            } else {
+                arity(cx, i, 2)?;
+            }
             let space = space_mod(&mut m);
             let n: u8 = match m.one_of(&["v2", "v4"]) {
                 Some("v2") => 2,
@@ -563,6 +585,7 @@ pub(crate) fn exec(op: &MemOp, cx: &mut Ctx<'_, '_>, m: u32) -> Result<(), ExecE
             }
             cx.pset(d, bits, m);
         }
+        MemOp::Policy { d } => cx.set(d, [0; 32], m),
         MemOp::Nop => {}
     }
     Ok(())
@@ -585,6 +608,17 @@ mod tests {
             5,
         );
         assert_eq!(r, vec![(-2i64) as u64, 0xfe, 0xffff_fffe, 7, 7]);
+    }
+
+    #[test]
+    fn cache_hint_operand_is_taken_and_ignored() {
+        let r = eval(
+            "createpolicy.fractional.L2::evict_last.b64 %rd9, 1.0;\
+             mov.u32 %r1, 41; st.global.L2::cache_hint.u32 [%rd_out], %r1, %rd9;\
+             ld.global.L2::cache_hint.u32 %r2, [%rd_out], %rd9; add.u32 %r2, %r2, 1; cvt.u64.u32 %rd1, %r2;",
+            1,
+        );
+        assert_eq!(r, vec![42]);
     }
 
     #[test]
