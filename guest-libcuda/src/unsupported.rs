@@ -97,7 +97,6 @@ stubs! {
     cuDeviceUnregisterAsyncNotification
     cuExternalMemoryGetMappedBuffer
     cuExternalMemoryGetMappedMipmappedArray
-    cuFuncGetParamInfo
     cuFuncSetBlockShape
     cuFuncSetSharedSize
     cuGraphAddBatchMemOpNode
@@ -183,13 +182,10 @@ stubs! {
     cuIpcGetEventHandle
     cuIpcGetMemHandle
     cuIpcOpenEventHandle
-    cuKernelGetParamInfo
     cuLaunch
     cuLaunchCooperativeKernelMultiDevice
     cuLaunchGrid
     cuLaunchGridAsync
-    cuLibraryEnumerateKernels
-    cuLibraryGetKernelCount
     cuLibraryGetManaged
     cuLibraryGetUnifiedFunction
     cuLinkComplete
@@ -242,7 +238,6 @@ stubs! {
     cuMipmappedArrayGetLevel
     cuMipmappedArrayGetMemoryRequirements
     cuMipmappedArrayGetSparseProperties
-    cuModuleEnumerateFunctions
     cuModuleGetSurfRef
     cuModuleGetTexRef
     cuMulticastAddDevice

@@ -174,6 +174,8 @@ pub trait BackendSession: Send + 'static {
     ) -> BResult<(Self::Function, FuncInfo)>;
     /// The number of kernels in the module (`cuModuleGetFunctionCount`).
     fn function_count(&mut self, module: &Self::Module) -> BResult<u32>;
+    /// The names of the module's kernels, in the module's order.
+    fn function_names(&mut self, module: &Self::Module) -> BResult<Vec<String>>;
     fn get_global(&mut self, module: &Self::Module, name: &str) -> BResult<(u64, u64)>;
     fn set_function_attribute(
         &mut self,

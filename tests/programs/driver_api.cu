@@ -4,6 +4,8 @@
 // events, threads with their own contexts and error strings. Usage: driver_api <kernels.ptx>.
 // Prints PASS/FAIL; exit code 0 on PASS.
 #include <cuda.h>
+#include <algorithm>
+#include <string>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -112,6 +114,33 @@ int main(int argc, char **argv) {
     CHECK(cuModuleGetFunctionCount(&nfuncs, mod));
     EXPECT(nfuncs == 4);
     EXPECT(cuModuleGetFunctionCount(nullptr, mod) == CUDA_ERROR_INVALID_VALUE);
+    // Enumeration: every kernel once, by name; at most as many handles as asked for.
+    {
+        std::vector<CUfunction> fns(nfuncs + 2, nullptr);
+        CHECK(cuModuleEnumerateFunctions(fns.data(), nfuncs + 2, mod));
+        std::vector<std::string> names;
+        for (unsigned i = 0; i < nfuncs; i++) {
+            const char *nm = nullptr;
+            CHECK(cuFuncGetName(&nm, fns[i]));
+            names.push_back(nm);
+        }
+        std::sort(names.begin(), names.end());
+        EXPECT((names == std::vector<std::string>{"affine", "count_hits", "empty", "vadd"}));
+        EXPECT(fns[nfuncs] == nullptr);
+        CUfunction one[1] = {nullptr};
+        CHECK(cuModuleEnumerateFunctions(one, 1, mod));
+        EXPECT(one[0] != nullptr);
+        EXPECT(cuModuleEnumerateFunctions(nullptr, 1, mod) == CUDA_ERROR_INVALID_VALUE);
+    }
+    // Parameter layout: vadd(const float *, const float *, float *, int).
+    {
+        size_t off = 0, sz = 0;
+        CHECK(cuFuncGetParamInfo(vadd, 3, &off, &sz));
+        EXPECT(off == 24 && sz == 4);
+        CHECK(cuFuncGetParamInfo(vadd, 0, &off, &sz));
+        EXPECT(off == 0 && sz == 8);
+        EXPECT(cuFuncGetParamInfo(vadd, 4, &off, &sz) == CUDA_ERROR_INVALID_VALUE);
+    }
     int max_threads = 0;
     CHECK(cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, vadd));
     EXPECT(max_threads >= 128);
@@ -221,6 +250,23 @@ int main(int argc, char **argv) {
     CHECK(cuLibraryLoadData(&lib, ptx.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
     CHECK(cuLibraryGetKernel(&kern, lib, "vadd"));
     CHECK(cuKernelGetFunction(&kfunc, kern));
+    {
+        unsigned int nk = 0;
+        CHECK(cuLibraryGetKernelCount(&nk, lib));
+        EXPECT(nk == 4);
+        std::vector<CUkernel> ks(nk);
+        CHECK(cuLibraryEnumerateKernels(ks.data(), nk, lib));
+        int seen_vadd = 0;
+        for (CUkernel k : ks) {
+            const char *nm = nullptr;
+            CHECK(cuKernelGetName(&nm, k));
+            seen_vadd += strcmp(nm, "vadd") == 0;
+        }
+        EXPECT(seen_vadd == 1);
+        size_t off = 0, sz = 0;
+        CHECK(cuKernelGetParamInfo(kern, 2, &off, &sz));
+        EXPECT(off == 16 && sz == 8);
+    }
     vadd_in_context(ctx, kfunc, 300, 7, &ok);
     EXPECT(ok == 1);
 

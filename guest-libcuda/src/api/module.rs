@@ -217,6 +217,62 @@ pub fn resolve_function(d: &Driver, f: u64) -> R<u64> {
     kernel_function(d, f)
 }
 
+/// The names of a module's kernels, in the module's order.
+fn function_names(d: &Driver, module: u64) -> R<Vec<String>> {
+    let ctx = d
+        .objects()
+        .modules
+        .get(&module)
+        .map(|m| m.ctx)
+        .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    Ok(d.call(&p::ModuleGetFunctionNames { ctx, module })?.names.0)
+}
+
+/// The `CUkernel` of `name` in library `lib` (made on first use). With a context current, the
+/// name is checked to exist (the function is bound then).
+fn library_kernel(d: &Driver, lib: u64, name: &str) -> R<u64> {
+    if let Some(k) = d
+        .objects()
+        .libraries
+        .get(&lib)
+        .and_then(|l| l.kernels.get(name))
+    {
+        return Ok(*k);
+    }
+    if d.current_ctx().is_ok() {
+        let m = library_module(d, lib)?;
+        get_function(d, m, name)?;
+    }
+    let k = d.alloc_handle()?;
+    let mut o = d.objects_mut();
+    let l = o
+        .libraries
+        .get_mut(&lib)
+        .ok_or(Status::ERROR_INVALID_HANDLE)?;
+    l.kernels.insert(name.to_string(), k);
+    o.kernels.insert(
+        k,
+        KernelEntry {
+            library: lib,
+            name: name.to_string(),
+        },
+    );
+    Ok(k)
+}
+
+/// `(offset, size)` of parameter `index` of function `f`.
+fn param_info(d: &Driver, f: u64, index: usize) -> R<(usize, usize)> {
+    let o = d.objects();
+    let e = o.functions.get(&f).ok_or(Status::ERROR_INVALID_HANDLE)?;
+    let p = e
+        .info
+        .params
+        .0
+        .get(index)
+        .ok_or(Status::ERROR_INVALID_VALUE)?;
+    Ok((p.offset as usize, p.size as usize))
+}
+
 fn library_load(out: *mut Handle, image: R<Vec<u8>>) -> R<()> {
     if out.is_null() {
         return Err(Status::ERROR_INVALID_VALUE);
@@ -356,6 +412,25 @@ entry! {
         put(count, d.call(&p::ModuleGetFunctionCount { ctx, module })?.count)
     }
 
+    fn cuModuleEnumerateFunctions(functions: *mut Handle, num: c_uint, module: Handle) proc(cuModuleEnumerateFunctions 12040) {
+        let d = driver()?;
+        if functions.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
+        }
+        let module = h(module);
+        for (i, name) in function_names(d, module)?.iter().take(num as usize).enumerate() {
+            put(functions.add(i), ptr(get_function(d, module, name)?))?;
+        }
+        Ok(())
+    }
+
+    fn cuFuncGetParamInfo(func: Handle, index: usize, offset: *mut usize, size: *mut usize) proc(cuFuncGetParamInfo 12040) {
+        let d = driver()?;
+        let (o, s) = param_info(d, resolve_function(d, h(func))?, index)?;
+        put(offset, o)?;
+        put(size, s)
+    }
+
     fn cuModuleGetLoadingMode(mode: *mut c_uint) proc(cuModuleGetLoadingMode 11070) {
         put(mode, 1) // CU_MODULE_EAGER_LOADING
     }
@@ -420,24 +495,42 @@ entry! {
     fn cuLibraryGetKernel(kernel: *mut Handle, lib: Handle, name: *const c_char) proc(cuLibraryGetKernel 12000) {
         let d = driver()?;
         let name = cstr(name)?;
-        let lib = h(lib);
         if kernel.is_null() {
             return Err(Status::ERROR_INVALID_VALUE);
         }
-        if let Some(k) = d.objects().libraries.get(&lib).and_then(|l| l.kernels.get(name)) {
-            return put(kernel, ptr(*k));
+        put(kernel, ptr(library_kernel(d, h(lib), name)?))
+    }
+
+    // The kernels of a library are those of its module in the current context (the shim loads
+    // a library into each context on first use), so these two need a current context.
+    fn cuLibraryGetKernelCount(count: *mut c_uint, lib: Handle) proc(cuLibraryGetKernelCount 12040) {
+        let d = driver()?;
+        if count.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
         }
-        // Check the name exists when a context is current (the function is bound then).
-        if d.current_ctx().is_ok() {
-            let m = library_module(d, lib)?;
-            get_function(d, m, name)?;
+        let module = library_module(d, h(lib))?;
+        let ctx = d.current_ctx()?;
+        put(count, d.call(&p::ModuleGetFunctionCount { ctx, module })?.count)
+    }
+
+    fn cuLibraryEnumerateKernels(kernels: *mut Handle, num: c_uint, lib: Handle) proc(cuLibraryEnumerateKernels 12040) {
+        let d = driver()?;
+        if kernels.is_null() {
+            return Err(Status::ERROR_INVALID_VALUE);
         }
-        let k = d.alloc_handle()?;
-        let mut o = d.objects_mut();
-        let l = o.libraries.get_mut(&lib).ok_or(Status::ERROR_INVALID_HANDLE)?;
-        l.kernels.insert(name.to_string(), k);
-        o.kernels.insert(k, KernelEntry { library: lib, name: name.to_string() });
-        put(kernel, ptr(k))
+        let lib = h(lib);
+        let module = library_module(d, lib)?;
+        for (i, name) in function_names(d, module)?.iter().take(num as usize).enumerate() {
+            put(kernels.add(i), ptr(library_kernel(d, lib, name)?))?;
+        }
+        Ok(())
+    }
+
+    fn cuKernelGetParamInfo(kernel: Handle, index: usize, offset: *mut usize, size: *mut usize) proc(cuKernelGetParamInfo 12040) {
+        let d = driver()?;
+        let (o, s) = param_info(d, resolve_function(d, h(kernel))?, index)?;
+        put(offset, o)?;
+        put(size, s)
     }
 
     fn cuLibraryGetModule(module: *mut Handle, lib: Handle) proc(cuLibraryGetModule 12000) {

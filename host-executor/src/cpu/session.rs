@@ -301,6 +301,14 @@ impl BackendSession for CpuSession {
         u32::try_from(m.module().kernels().len()).map_err(|_| Status::ERROR_INVALID_VALUE)
     }
 
+    fn function_names(&mut self, m: &LoadedModule) -> BResult<Vec<String>> {
+        Ok(m.module()
+            .kernels()
+            .iter()
+            .map(|k| k.name.clone())
+            .collect())
+    }
+
     fn get_global(&mut self, m: &LoadedModule, name: &str) -> BResult<(u64, u64)> {
         m.global(name).ok_or(Status::ERROR_NOT_FOUND)
     }

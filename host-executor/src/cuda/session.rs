@@ -393,6 +393,32 @@ impl BackendSession for CudaSession {
         ffi::out::<u32>(|p| unsafe { sys::cuModuleGetFunctionCount(p, m.raw) })
     }
 
+    fn function_names(&mut self, m: &LoadedModule) -> BResult<Vec<String>> {
+        if !ffi::has_symbol("cuModuleEnumerateFunctions") || !ffi::has_symbol("cuFuncGetName") {
+            return Err(Status::ERROR_NOT_SUPPORTED);
+        }
+        let n = self.function_count(m)?;
+        let mut funcs: Vec<sys::CUfunction> = vec![std::ptr::null_mut(); n as usize];
+        // SAFETY: `funcs` has room for `n` handles; the module handle is live.
+        ffi::call(|| unsafe { sys::cuModuleEnumerateFunctions(funcs.as_mut_ptr(), n, m.raw) })?;
+        let mut names = Vec::with_capacity(funcs.len());
+        for f in funcs {
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            // SAFETY: a function handle the driver just returned; a valid out-pointer.
+            ffi::call(|| unsafe { sys::cuFuncGetName(&mut name, f) })?;
+            if name.is_null() {
+                return Err(Status::ERROR_UNKNOWN);
+            }
+            // SAFETY: the driver returns a NUL-terminated name that lives as long as the module.
+            names.push(
+                unsafe { std::ffi::CStr::from_ptr(name) }
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        Ok(names)
+    }
+
     fn get_global(&mut self, m: &LoadedModule, name: &str) -> BResult<(u64, u64)> {
         let m = m.raw;
         self.enter()?;

@@ -343,6 +343,12 @@ handler!(ModuleGetFunctionCount -> p::CountReply, |r, cx| {
     })
 });
 
+handler!(ModuleGetFunctionNames -> p::NamesReply, |r, cx| {
+    Ok(p::NamesReply {
+        names: p::List(cx.be.function_names(r.module.obj)?),
+    })
+});
+
 handler!(ModuleGetGlobal -> p::GlobalReply, |r, cx| {
     let (dptr, size) = cx.be.get_global(r.module.obj, &r.name)?;
     Ok(p::GlobalReply { dptr, size })

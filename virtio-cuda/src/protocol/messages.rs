@@ -151,6 +151,13 @@ crate::wire_struct! {
 }
 
 crate::wire_struct! {
+    /// Names, in the module's order (`cuModuleEnumerateFunctions`).
+    pub struct NamesReply {
+        pub names: List<String>,
+    }
+}
+
+crate::wire_struct! {
     /// A count (`cuModuleGetFunctionCount`).
     pub struct CountReply {
         pub count: u32,
@@ -322,6 +329,8 @@ macro_rules! for_each_call {
     ModuleGetFunction = 0x0403, sync { ctx: u64 as Ctx, module: u64 as Module, func: u64 as NewFunc, name: String } -> FuncInfo;
     /// `cuModuleGetFunctionCount`: the number of kernels (`.entry` functions) in the module.
     ModuleGetFunctionCount = 0x0407, sync { ctx: u64 as Ctx, module: u64 as Module } -> CountReply;
+    /// `cuModuleEnumerateFunctions`, `cuLibraryEnumerateKernels`: the names of the module's kernels.
+    ModuleGetFunctionNames = 0x0408, sync { ctx: u64 as Ctx, module: u64 as Module } -> NamesReply;
     /// `cuModuleGetGlobal` (also `__constant__` symbols).
     ModuleGetGlobal = 0x0404, sync { ctx: u64 as Ctx, module: u64 as Module, name: String } -> GlobalReply;
     /// `cuFuncSetAttribute` / `cuFuncSetCacheConfig` and friends.
