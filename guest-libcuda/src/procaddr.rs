@@ -65,6 +65,7 @@ pub fn entries() -> Vec<(&'static str, Entry)> {
         crate::api::managed::proc_entries,
         crate::api::module::proc_entries,
         crate::api::launch::proc_entries,
+        crate::api::link::proc_entries,
         crate::api::stream::proc_entries,
     ] {
         v.extend(module());

@@ -188,8 +188,6 @@ stubs! {
     cuLaunchGridAsync
     cuLibraryGetManaged
     cuLibraryGetUnifiedFunction
-    cuLinkComplete
-    cuLinkDestroy
     cuLogsCurrent
     cuLogsDumpToFile
     cuLogsDumpToMemory
@@ -324,9 +322,6 @@ stubs! {
     cuGraphicsResourceGetMappedPointer
     cuGraphicsResourceSetMapFlags
     cuIpcOpenMemHandle
-    cuLinkAddData
-    cuLinkAddFile
-    cuLinkCreate
     cuMemcpy3DBatchAsync
     cuMemcpyAtoA
     cuMemcpyAtoD
@@ -373,9 +368,6 @@ stubs! {
     cuGraphicsResourceSetMapFlags_v2
     cuGraphicsUnmapResources_ptsz
     cuIpcOpenMemHandle_v2
-    cuLinkAddData_v2
-    cuLinkAddFile_v2
-    cuLinkCreate_v2
     cuMemAdvise_v2
     cuMemAllocFromPoolAsync_ptsz
     cuMemBatchDecompressAsync_ptsz

@@ -270,6 +270,51 @@ int main(int argc, char **argv) {
     vadd_in_context(ctx, kfunc, 300, 7, &ok);
     EXPECT(ok == 1);
 
+    // The driver's linker: a kernel calling an extern function, and the module defining it.
+    {
+        const char *ptx_a =
+            ".version 8.0\n.target sm_80\n.address_size 64\n"
+            ".extern .func (.param .b32 r) twice(.param .b32 x);\n"
+            ".visible .entry use_twice(.param .u64 out)\n{\n"
+            "  .reg .b32 %r<3>;\n  .reg .b64 %rd<2>;\n"
+            "  ld.param.u64 %rd1, [out];\n  cvta.to.global.u64 %rd1, %rd1;\n  mov.u32 %r1, 21;\n"
+            "  {\n  .param .b32 px;\n  .param .b32 pr;\n  st.param.b32 [px], %r1;\n"
+            "  call (pr), twice, (px);\n  ld.param.b32 %r2, [pr];\n  }\n"
+            "  st.global.u32 [%rd1], %r2;\n  ret;\n}\n";
+        const char *ptx_b =
+            ".version 7.8\n.target sm_80\n.address_size 64\n"
+            ".visible .func (.param .b32 r) twice(.param .b32 x)\n{\n"
+            "  .reg .b32 %r<3>;\n  ld.param.b32 %r1, [x];\n  add.u32 %r2, %r1, %r1;\n"
+            "  st.param.b32 [r], %r2;\n  ret;\n}\n";
+        CUlinkState link;
+        CHECK(cuLinkCreate(0, nullptr, nullptr, &link));
+        CHECK(cuLinkAddData(link, CU_JIT_INPUT_PTX, (void *)ptx_a, strlen(ptx_a) + 1, "a.ptx", 0, nullptr,
+                            nullptr));
+        CHECK(cuLinkAddData(link, CU_JIT_INPUT_PTX, (void *)ptx_b, strlen(ptx_b) + 1, "b.ptx", 0, nullptr,
+                            nullptr));
+        EXPECT(cuLinkAddFile(link, CU_JIT_INPUT_PTX, "/no/such/file.ptx", 0, nullptr, nullptr) ==
+               CUDA_ERROR_FILE_NOT_FOUND);
+        void *image = nullptr;
+        size_t image_size = 0;
+        CHECK(cuLinkComplete(link, &image, &image_size));
+        EXPECT(image != nullptr && image_size > 0);
+        CUmodule linked;
+        CHECK(cuModuleLoadData(&linked, image));
+        CHECK(cuLinkDestroy(link));
+        EXPECT(cuLinkDestroy(link) == CUDA_ERROR_INVALID_HANDLE);
+        CUfunction use_twice;
+        CHECK(cuModuleGetFunction(&use_twice, linked, "use_twice"));
+        CUdeviceptr dres;
+        CHECK(cuMemAlloc(&dres, 4));
+        void *largs[] = {&dres};
+        CHECK(cuLaunchKernel(use_twice, 1, 1, 1, 1, 1, 1, 0, 0, largs, nullptr));
+        unsigned int res = 0;
+        CHECK(cuMemcpyDtoH(&res, dres, 4));
+        EXPECT(res == 42);
+        CHECK(cuMemFree(dres));
+        CHECK(cuModuleUnload(linked));
+    }
+
     // Threads with their own contexts at the same time.
     int ok_a = 0, ok_b = 0;
     std::thread ta(vadd_in_context, ctx, vadd, 5000, 1, &ok_a);

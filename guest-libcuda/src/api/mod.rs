@@ -3,6 +3,7 @@
 pub mod context;
 pub mod device;
 pub mod launch;
+pub mod link;
 pub mod managed;
 pub mod memory;
 pub mod module;
