@@ -405,3 +405,87 @@ fn many_concurrent_clients() {
     assert!(wait_until(|| exec.stats().live_sessions == 0));
     assert_eq!(exec.stats().allocated_bytes, 0);
 }
+
+/// Requests whose sizes are claims: none may abort the executor or keep it busy, and each gets
+/// its answer promptly (issue 15's single-request attacks).
+#[test]
+fn claimed_sizes_and_degenerate_shapes_are_answered_promptly() {
+    let exec = executor();
+    let (c, ctx) = session(&exec);
+    let dptr = c.call(&p::MemAlloc { ctx, size: 4096 }).unwrap().dptr;
+    let start = Instant::now();
+    // A 16 TiB read into a sink that claims to be as large: refused before any buffer exists.
+    assert_eq!(
+        status_of(c.call(&p::MemcpyDtoH {
+            ctx,
+            stream: 0,
+            src: dptr,
+            len: 1 << 44,
+            dst: p::Sink::Shm {
+                offset: 0,
+                len: 1 << 44
+            },
+        })),
+        Status::ERROR_INVALID_VALUE
+    );
+    // Zero-width memset and copies with 2^63 rows: nothing to do, done at once.
+    c.call(&p::Memset {
+        ctx,
+        stream: 0,
+        dst: dptr,
+        pitch: 0,
+        elem_size: 1,
+        value: 7,
+        width: 0,
+        height: u64::MAX,
+    })
+    .unwrap();
+    let region = p::DevRegion {
+        addr: dptr,
+        pitch: 0,
+        slice_pitch: 0,
+    };
+    c.call(&p::MemcpyDtoDStrided {
+        ctx,
+        stream: 0,
+        dst: region.clone(),
+        src: region.clone(),
+        width_bytes: 0,
+        height: 1 << 63,
+        depth: 1,
+    })
+    .unwrap();
+    // Overlapping rows (pitch 0) of a read that would be 16 GiB: refused, not walked.
+    assert_eq!(
+        status_of(c.call(&p::MemcpyDtoHStrided {
+            ctx,
+            stream: 0,
+            src: region.clone(),
+            width_bytes: 16,
+            height: 1 << 30,
+            depth: 1,
+            dst: p::Sink::Reply,
+        })),
+        Status::ERROR_INVALID_VALUE
+    );
+    // A memset of 2^40 rows inside a 4 KiB allocation: refused by its span.
+    assert_eq!(
+        status_of(c.call(&p::Memset {
+            ctx,
+            stream: 0,
+            dst: dptr,
+            pitch: 4096,
+            elem_size: 4,
+            value: 1,
+            width: 1,
+            height: 1 << 40,
+        })),
+        Status::ERROR_INVALID_VALUE
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    still_serves(&c, ctx);
+}

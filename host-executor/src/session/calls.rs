@@ -237,7 +237,7 @@ handler!(MemcpyDtoH -> p::DataReply, |r, cx| {
         cx.be.read_region(r.ctx, r.stream, r.src, region)?;
         return Ok(p::DataReply { data: Vec::new() });
     }
-    let mut buf = vec![0u8; len];
+    let mut buf = host_buffer(len as u64, cx.be.mem_used())?;
     cx.be.read(r.ctx, r.stream, r.src, &mut buf)?;
     Ok(deliver(cx.data, &r.dst, buf)?)
 });
@@ -251,6 +251,14 @@ handler!(Memset -> Empty, |r, cx| {
     if !matches!(r.elem_size, 1 | 2 | 4) {
         return Err(Status::ERROR_INVALID_VALUE.into());
     }
+    let row = r
+        .width
+        .checked_mul(u64::from(r.elem_size))
+        .ok_or(Status::ERROR_INVALID_VALUE)?;
+    if row == 0 || r.height == 0 {
+        return Ok(Empty {});
+    }
+    check_region(r.pitch, 0, row, r.height, 1, cx.be.mem_used())?;
     let fill = Fill {
         dst: r.dst,
         pitch: r.pitch,
@@ -265,6 +273,10 @@ handler!(Memset -> Empty, |r, cx| {
 
 handler!(MemcpyHtoDStrided -> Empty, |r, cx| {
     let total = strided_total(r.width_bytes, r.height, r.depth)?;
+    if total == 0 {
+        return Ok(Empty {});
+    }
+    check_strided(&r.dst, r.width_bytes, r.height, r.depth, cx.be.mem_used())?;
     let bytes = source_bytes(cx.data, r.src)?;
     if bytes.len() as u64 != total {
         return Err(Status::ERROR_INVALID_VALUE.into());
@@ -279,8 +291,12 @@ handler!(MemcpyHtoDStrided -> Empty, |r, cx| {
 
 handler!(MemcpyDtoHStrided -> p::DataReply, |r, cx| {
     let total = strided_total(r.width_bytes, r.height, r.depth)?;
+    if total == 0 {
+        return Ok(deliver(cx.data, &r.dst, Vec::new())?);
+    }
+    check_strided(&r.src, r.width_bytes, r.height, r.depth, cx.be.mem_used())?;
     let len = checked_len(total, &r.dst)?;
-    let mut buf = vec![0u8; len];
+    let mut buf = host_buffer(len as u64, cx.be.mem_used())?;
     let w = r.width_bytes as usize;
     for_each_row(&r.src, r.height, r.depth, |i, addr| {
         let off = i as usize * w;
@@ -290,7 +306,12 @@ handler!(MemcpyDtoHStrided -> p::DataReply, |r, cx| {
 });
 
 handler!(MemcpyDtoDStrided -> Empty, |r, cx| {
-    strided_total(r.width_bytes, r.height, r.depth)?;
+    if strided_total(r.width_bytes, r.height, r.depth)? == 0 {
+        return Ok(Empty {});
+    }
+    let used = cx.be.mem_used();
+    check_strided(&r.src, r.width_bytes, r.height, r.depth, used)?;
+    check_strided(&r.dst, r.width_bytes, r.height, r.depth, used)?;
     let src = &r.src;
     let rows = r.height.max(1);
     for_each_row(&r.dst, r.height, r.depth, |i, dst| {
@@ -476,6 +497,77 @@ fn checked_len(len: u64, sink: &Sink) -> Result<usize, Status> {
         return Err(Status::ERROR_INVALID_VALUE);
     }
     usize::try_from(len).map_err(|_| Status::ERROR_INVALID_VALUE)
+}
+
+/// A host buffer for `len` bytes read from the device. A valid source lies in the session's
+/// allocations, so `len` never exceeds what the session has allocated (`mem_used`), whatever
+/// the request or its sink claims; the buffer is reserved fallibly besides.
+fn host_buffer(len: u64, mem_used: u64) -> Result<Vec<u8>, Status> {
+    if len > mem_used {
+        return Err(Status::ERROR_INVALID_VALUE);
+    }
+    let len = usize::try_from(len).map_err(|_| Status::ERROR_INVALID_VALUE)?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len)
+        .map_err(|_| Status::ERROR_OUT_OF_MEMORY)?;
+    buf.resize(len, 0);
+    Ok(buf)
+}
+
+/// Rows of `row` bytes, `pitch` apart, in slices `slice_pitch` apart: rows may not overlap
+/// (as `cuMemcpy2D/3D` require: pitch ≥ width, slice pitch ≥ pitch × height), and the span
+/// they cover must fit what the session has allocated, since every row must lie in an
+/// allocation. This bounds the number of rows any request can make the executor walk.
+fn check_region(
+    pitch: u64,
+    slice_pitch: u64,
+    row: u64,
+    height: u64,
+    depth: u64,
+    mem_used: u64,
+) -> Result<(), Status> {
+    let bad = Err(Status::ERROR_INVALID_VALUE);
+    if row == 0 || height == 0 || depth == 0 {
+        return Ok(());
+    }
+    if height > 1 && pitch < row {
+        return bad;
+    }
+    let slice = pitch
+        .checked_mul(height - 1)
+        .and_then(|v| v.checked_add(row))
+        .ok_or(Status::ERROR_INVALID_VALUE)?;
+    if depth > 1 && slice_pitch < slice {
+        return bad;
+    }
+    // The rows' addresses must not wrap around.
+    slice_pitch
+        .checked_mul(depth - 1)
+        .and_then(|v| v.checked_add(slice))
+        .ok_or(Status::ERROR_INVALID_VALUE)?;
+    // Non-overlapping rows inside allocations: their bytes, and the span, fit what is allocated.
+    let bytes = row.checked_mul(height).and_then(|v| v.checked_mul(depth));
+    if bytes.is_none_or(|b| b > mem_used) {
+        return bad;
+    }
+    Ok(())
+}
+
+fn check_strided(
+    region: &DevRegion,
+    width: u64,
+    height: u64,
+    depth: u64,
+    mem_used: u64,
+) -> Result<(), Status> {
+    check_region(
+        region.pitch,
+        region.slice_pitch,
+        width,
+        height,
+        depth,
+        mem_used,
+    )
 }
 
 fn strided_total(width: u64, height: u64, depth: u64) -> Result<u64, Status> {
