@@ -150,6 +150,5 @@ fn run_gpu(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
 }
 
 fn listen(path: &std::path::Path) -> Result<UnixListener, String> {
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+    host_executor::server::bind_socket(path).map_err(|e| e.to_string())
 }

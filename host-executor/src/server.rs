@@ -24,8 +24,37 @@ pub enum ServerError {
     },
     #[error("{path} exists and another executor is listening on it")]
     InUse { path: PathBuf },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
     #[error("cannot start the accept thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Binds a unix socket at `path` that only its owner may connect to (mode 0600: a client gets
+/// a session, so the socket is a capability). A stale socket (nobody listening) is replaced; a
+/// live one, or anything that is not a socket, is an error and is left alone.
+pub fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let bind_err = |source| ServerError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::NotASocket {
+                path: path.to_path_buf(),
+            });
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServerError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
+        std::fs::remove_file(path).map_err(bind_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
 }
 
 /// A bound listening socket and the executor behind it.
@@ -36,20 +65,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `path`. A stale socket file (no listener) is replaced; a live one is an error.
+    /// Binds `path` ([`bind_socket`]).
     pub fn bind(path: &Path, executor: Arc<Executor>) -> Result<Self, ServerError> {
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ServerError::InUse {
-                    path: path.to_path_buf(),
-                });
-            }
-            let _ = std::fs::remove_file(path);
-        }
-        let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let listener = bind_socket(path)?;
         Ok(Self {
             listener,
             path: path.to_path_buf(),
@@ -142,5 +160,37 @@ impl Drop for ServerHandle {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn binds_owner_only_and_never_replaces_what_is_not_a_stale_socket() {
+        let dir = std::env::temp_dir().join(format!("vcuda-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A regular file at the path is left alone.
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, b"precious").unwrap();
+        assert!(matches!(
+            bind_socket(&file),
+            Err(ServerError::NotASocket { .. })
+        ));
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        // A fresh socket is the owner's only.
+        let sock = dir.join("s.sock");
+        let live = bind_socket(&sock).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A live one is refused; a stale one (its listener gone) is replaced.
+        assert!(matches!(bind_socket(&sock), Err(ServerError::InUse { .. })));
+        drop(live);
+        let again = bind_socket(&sock);
+        assert!(again.is_ok(), "{:?}", again.err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
