@@ -202,6 +202,8 @@ impl Executor {
     /// attaches a shared-memory channel, frames move to it ([`Executor::serve_channel`]).
     pub fn serve_stream(&self, mut stream: UnixStream) -> Result<(), ConnectionError> {
         let mut conn = Connection::default();
+        // Until `Hello` a connection is nobody's: it gets a bounded time and tiny frames.
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut out = Vec::with_capacity(4096);
         let mut body = Vec::new();
         let mut fds = Vec::new();
@@ -218,6 +220,9 @@ impl Executor {
                 Err(e) => return Err(e.into()),
             }
             let header = RequestHeader::get(&mut Reader::new(&hdr))?;
+            if !conn.is_open() && header.body_len as usize > MAX_HELLO_BODY {
+                return Err(ConnectionError::NoHello("an oversized first frame"));
+            }
             body.resize(header.body_len as usize, 0);
             recv_exact_with_fds(&stream, &mut body, &mut fds)?;
             out.clear();
@@ -250,7 +255,11 @@ impl Executor {
             }
             // Descriptors are only meaningful with AttachChannel.
             fds.clear();
+            let was_open = conn.is_open();
             let outcome = self.handle_frame(&mut conn, &header, &body, &InlineOnly, &mut out)?;
+            if !was_open && conn.is_open() {
+                stream.set_read_timeout(None)?;
+            }
             if !out.is_empty() {
                 stream.write_all(&out)?;
             }
@@ -314,6 +323,12 @@ impl Executor {
         }
     }
 }
+
+/// How long a new connection may take to send its `Hello`.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest first frame (a `Hello` is a few dozen bytes): an unauthenticated connection
+/// cannot make the executor buffer more.
+pub const MAX_HELLO_BODY: usize = 4096;
 
 /// The state of one client connection: its session once `Hello` has opened it.
 #[derive(Default)]

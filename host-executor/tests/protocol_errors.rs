@@ -489,3 +489,25 @@ fn claimed_sizes_and_degenerate_shapes_are_answered_promptly() {
     );
     still_serves(&c, ctx);
 }
+
+/// Before `Hello` a connection is nobody's: a first frame larger than any `Hello` ends it
+/// without the executor buffering the claimed body.
+#[test]
+fn an_oversized_first_frame_closes_the_connection_at_once() {
+    let exec = executor();
+    let (good, ctx) = session(&exec);
+    let mut raw = Raw::connect(&exec);
+    let header = p::RequestHeader {
+        opcode: <p::Hello as p::Call>::OPCODE,
+        flags: 0,
+        seq: 1,
+        body_len: 60 << 20,
+    };
+    let mut w = p::Writer::new();
+    header.put(&mut w);
+    let start = Instant::now();
+    raw.send(&w.into_vec());
+    assert!(raw.is_closed());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    still_serves(&good, ctx);
+}
