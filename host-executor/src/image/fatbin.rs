@@ -18,6 +18,10 @@ const FLAG_ZSTD: u64 = 0x8000;
 
 const ZSTD_MIN_WINDOW_LIMIT: u64 = 1 << 20;
 const LZ4_MAX_RATIO: u64 = 255;
+/// The most a zstd entry may claim to expand. zstd itself goes past 30 000-fold (a run of
+/// zeros), so without a bound a 32 KiB image inflates to the 1 GiB image limit before anything
+/// checks it; real PTX and SASS entries compress a few-fold to a few dozen-fold.
+const ZSTD_MAX_RATIO: u64 = 1024;
 
 /// Size of `__fatBinC_Wrapper_t` on a 64-bit client.
 pub(super) const WRAPPER_SIZE: usize = 24;
@@ -229,6 +233,13 @@ fn decompress(
     match codec {
         Compression::None => Ok(stored.to_vec()),
         Compression::Zstd => {
+            if declared
+                > (stored.len() as u64)
+                    .saturating_mul(ZSTD_MAX_RATIO)
+                    .saturating_add(64 << 10)
+            {
+                return Err(too_big());
+            }
             // The window never needs to exceed the content; a small floor keeps tiny frames
             // with the format's minimum window (1 KiB) and above working.
             let max_window = declared.max(ZSTD_MIN_WINDOW_LIMIT);
