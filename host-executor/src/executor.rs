@@ -156,15 +156,17 @@ impl Executor {
                 (o.status, o.body, bye)
             }
             Err(DecodeError::UnknownOpcode(op)) => {
-                warn!(session = session.id(), "unknown opcode {op:#06x}");
+                let id = session.id();
+                client_error(&mut conn.client_errors, || {
+                    warn!(session = id, "unknown opcode {op:#06x}")
+                });
                 (Status::ERROR_NOT_SUPPORTED, Vec::new(), false)
             }
             Err(e) => {
-                warn!(
-                    session = session.id(),
-                    "malformed {} request: {e}",
-                    p::opcode_name(header.opcode).unwrap_or("?")
-                );
+                let (id, name) = (session.id(), p::opcode_name(header.opcode).unwrap_or("?"));
+                client_error(&mut conn.client_errors, || {
+                    warn!(session = id, "malformed {name} request: {e}")
+                });
                 (Status::ERROR_INVALID_VALUE, Vec::new(), false)
             }
         };
@@ -330,16 +332,43 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// cannot make the executor buffer more.
 pub const MAX_HELLO_BODY: usize = 4096;
 
+/// Client errors (malformed or unknown requests) logged per connection; past this many they are
+/// only counted, and the count is logged when the connection ends: a client cannot turn its
+/// own bad frames into a flood of log lines.
+const LOGGED_CLIENT_ERRORS: u32 = 8;
+
 /// The state of one client connection: its session once `Hello` has opened it.
 #[derive(Default)]
 pub struct Connection {
     session: Option<Session>,
+    client_errors: u32,
 }
 
 impl Connection {
     /// True once `Hello` has opened a session.
     pub fn is_open(&self) -> bool {
         self.session.is_some()
+    }
+}
+
+/// Counts a client error in `count` and logs it with `log`, unless the connection has already
+/// had its share.
+fn client_error(count: &mut u32, log: impl FnOnce()) {
+    *count = count.saturating_add(1);
+    if *count <= LOGGED_CLIENT_ERRORS {
+        log();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.client_errors > LOGGED_CLIENT_ERRORS {
+            warn!(
+                "a client connection ended after {} malformed or unknown requests ({} not logged)",
+                self.client_errors,
+                self.client_errors - LOGGED_CLIENT_ERRORS
+            );
+        }
     }
 }
 
@@ -375,5 +404,19 @@ impl FrameService for Executor {
             Ok(FrameOutcome::Close) => Ok(true),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod log_limit_tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_logged_up_to_a_share_and_counted_after() {
+        let (mut count, mut logged) = (0u32, 0u32);
+        for _ in 0..100 {
+            client_error(&mut count, || logged += 1);
+        }
+        assert_eq!((count, logged), (100, LOGGED_CLIENT_ERRORS));
     }
 }
