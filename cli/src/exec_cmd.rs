@@ -132,6 +132,7 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 selected.backend,
                 ExecutorConfig {
                     session_quota: args.quota,
+                    ..Default::default()
                 },
             );
             let sock = dir.0.join("executor.sock");

@@ -20,6 +20,9 @@ pub struct ExecutorArgs {
     /// Device-memory quota of each session (e.g. 512M, 4G).
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     pub quota: u64,
+    /// Sessions served at once; a client past it is refused at `cuInit`.
+    #[arg(long, default_value_t = ExecutorConfig::default().max_sessions)]
+    pub max_sessions: usize,
     /// cpu backend: warp-instructions one launch may run before it fails with
     /// CUDA_ERROR_LAUNCH_TIMEOUT.
     #[arg(long, default_value_t = CpuConfig::default().instruction_budget)]
@@ -63,6 +66,7 @@ pub fn run(args: ExecutorArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         selected.backend,
         ExecutorConfig {
             session_quota: args.quota,
+            max_sessions: args.max_sessions,
         },
     );
     let server = Server::bind(&args.listen, executor)?;

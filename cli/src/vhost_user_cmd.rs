@@ -116,6 +116,7 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         selected.backend,
         ExecutorConfig {
             session_quota: args.quota,
+            ..Default::default()
         },
     );
     let listener = listen(&args.socket)?;

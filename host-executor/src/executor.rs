@@ -25,12 +25,15 @@ use virtio_cuda::shm::{Endpoint, Layout, Mapping, ShmError, Side};
 pub struct ExecutorConfig {
     /// Device-memory quota per session, bytes.
     pub session_quota: u64,
+    /// Sessions open at once; a `Hello` past it is refused (`CUDA_ERROR_OUT_OF_MEMORY`).
+    pub max_sessions: usize,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             session_quota: 4 << 30,
+            max_sessions: 256,
         }
     }
 }
@@ -107,6 +110,13 @@ impl Executor {
 
     /// Opens a new session (what a `Hello` does).
     pub fn open_session(&self) -> Result<Session, Status> {
+        if self.live.load(Ordering::SeqCst) >= self.config.max_sessions {
+            warn!(
+                max = self.config.max_sessions,
+                "session refused: the executor's session limit is reached"
+            );
+            return Err(Status::ERROR_OUT_OF_MEMORY);
+        }
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
         let session = self.backend.open_session(SessionInit {
             id,

@@ -35,6 +35,7 @@ fn executor() -> InProcess {
     InProcess::start_cpu(InProcessConfig {
         executor: ExecutorConfig {
             session_quota: 64 << 20,
+            ..Default::default()
         },
         ..Default::default()
     })

@@ -14,6 +14,7 @@ fn executor() -> InProcess {
     InProcess::start_cpu(InProcessConfig {
         executor: ExecutorConfig {
             session_quota: 64 << 20,
+            ..Default::default()
         },
         ..Default::default()
     })
@@ -510,4 +511,27 @@ fn an_oversized_first_frame_closes_the_connection_at_once() {
     assert!(raw.is_closed());
     assert!(start.elapsed() < Duration::from_secs(5));
     still_serves(&good, ctx);
+}
+
+/// The executor serves at most `max_sessions` sessions at once; the next `Hello` is refused and
+/// a freed slot is reusable.
+#[test]
+fn sessions_past_the_limit_are_refused() {
+    let exec = InProcess::start_cpu(InProcessConfig {
+        executor: ExecutorConfig {
+            max_sessions: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .expect("start executor");
+    let a = exec.connect("a").expect("first session");
+    let b = exec.connect("b").expect("second session");
+    assert!(exec.connect("c").is_err(), "a third session was opened");
+    drop(a);
+    assert!(
+        wait_until(|| exec.connect("d").is_ok()),
+        "a closed session's slot was not freed"
+    );
+    drop(b);
 }
