@@ -196,3 +196,63 @@ fn a_client_corrupting_its_channel_only_ends_its_own_session() {
     gctx.write(d, vec![7u8; 4096]).unwrap();
     assert_eq!(gctx.read(d, 4096).unwrap(), vec![7u8; 4096]);
 }
+
+/// A channel's memfd must be sealed against shrinking: the executor refuses an unsealed one
+/// (its client could otherwise truncate the file under the mapping and make the executor's next
+/// access a SIGBUS), and a sealed one, as the shim makes it, cannot be shrunk.
+#[test]
+fn an_unsealed_channel_memfd_is_refused_and_a_sealed_one_cannot_shrink() {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use virtio_cuda::shm::{fdpass, Layout, Mapping};
+
+    let exec = InProcess::start_cpu(InProcessConfig::default()).unwrap();
+    let mut s = UnixStream::connect(exec.socket()).unwrap();
+    let mut frame = Vec::new();
+    p::encode_call(
+        1,
+        &p::Hello {
+            version: u32::from(p::PROTOCOL_VERSION),
+            pid: 0,
+            client: "unsealed".into(),
+        },
+        &mut frame,
+    );
+    s.write_all(&frame).unwrap();
+    let mut hdr = [0u8; p::HEADER_LEN];
+    s.read_exact(&mut hdr).unwrap();
+    let h = p::ResponseHeader::get(&mut p::Reader::new(&hdr)).unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    s.read_exact(&mut body).unwrap();
+
+    let layout = Layout::new(4096, 4096).unwrap();
+    // SAFETY: a NUL-terminated name; the result is checked.
+    let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0);
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: a valid descriptor.
+    assert_eq!(
+        unsafe { libc::ftruncate(raw, layout.total() as libc::off_t) },
+        0
+    );
+    frame.clear();
+    p::encode_call(
+        2,
+        &p::AttachChannel {
+            ring_bytes: 4096,
+            data_bytes: 4096,
+        },
+        &mut frame,
+    );
+    fdpass::send_with_fd(&s, &frame, fd.as_raw_fd()).unwrap();
+    s.read_exact(&mut hdr).unwrap();
+    let h = p::ResponseHeader::get(&mut p::Reader::new(&hdr)).unwrap();
+    assert_eq!(h.status, Status::ERROR_INVALID_VALUE);
+
+    let (_map, sealed) = Mapping::create(c"sealed", layout.total()).unwrap();
+    // SAFETY: a valid descriptor; the call is expected to fail.
+    let shrunk = unsafe { libc::ftruncate(sealed.as_raw_fd(), 4096) };
+    assert_eq!(shrunk, -1, "a sealed channel file was shrunk");
+}

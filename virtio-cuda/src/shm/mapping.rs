@@ -27,14 +27,17 @@ impl std::fmt::Debug for Mapping {
 }
 
 impl Mapping {
-    /// Creates a memfd of `len` bytes and maps it; returns the mapping and the descriptor to
-    /// hand to the peer.
+    /// Creates a memfd of `len` bytes, sealed against shrinking, growing and re-sealing (the
+    /// peer maps it and must be able to rely on its size), and maps it; returns the mapping and
+    /// the descriptor to hand to the peer.
     pub fn create(name: &CStr, len: usize) -> io::Result<(Mapping, OwnedFd)> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
         }
         // SAFETY: memfd_create with a NUL-terminated name; the result is checked below.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -44,17 +47,31 @@ impl Mapping {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: a valid memfd created with MFD_ALLOW_SEALING.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let m = Self::map_fd(&fd, len)?;
         Ok((m, fd))
     }
 
-    /// Maps `len` bytes of a peer's memfd, refusing sizes above `max` and files smaller than
-    /// `len` (touching a mapping past the end of its file would fault).
+    /// Maps `len` bytes of a peer's memfd, refusing sizes above `max`, files smaller than `len`
+    /// (touching a mapping past the end of its file would fault) and files not sealed against
+    /// shrinking (the peer could cut the file under the mapping and make every access a SIGBUS).
     pub fn map(fd: &OwnedFd, len: u64, max: u64) -> io::Result<Mapping> {
         if len == 0 || len > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("shared mapping of {len} bytes (limit {max})"),
+            ));
+        }
+        // SAFETY: a valid descriptor; F_GET_SEALS only reads the file's seals.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the shared file is not a memfd sealed against shrinking (F_SEAL_SHRINK)",
             ));
         }
         // SAFETY: a zeroed `stat` is a valid out-parameter.
