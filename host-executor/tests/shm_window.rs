@@ -233,10 +233,8 @@ fn an_unsealed_channel_memfd_is_refused_and_a_sealed_one_cannot_shrink() {
     // SAFETY: a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: a valid descriptor.
-    assert_eq!(
-        unsafe { libc::ftruncate(raw, layout.total() as libc::off_t) },
-        0
-    );
+    let sized = unsafe { libc::ftruncate(raw, layout.total() as libc::off_t) };
+    assert_eq!(sized, 0);
     frame.clear();
     p::encode_call(
         2,
