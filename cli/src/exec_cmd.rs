@@ -123,7 +123,7 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (_server, socket) = match args.executor {
         Some(sock) => (None, sock),
         None => {
-            let selected = open_backend(args.backend.into(), CpuConfig::default())?;
+            let selected = open_backend(args.backend.into(), CpuConfig::single_tenant())?;
             if let Some(note) = &selected.note {
                 // `auto` says which backend it picked (and why, when it fell back to cpu).
                 eprintln!("vcuda exec: {note}");

@@ -23,10 +23,8 @@ pub struct ExecutorArgs {
     /// Sessions served at once; a client past it is refused at `cuInit`.
     #[arg(long, default_value_t = ExecutorConfig::default().max_sessions)]
     pub max_sessions: usize,
-    /// cpu backend: warp-instructions one launch may run before it fails with
-    /// CUDA_ERROR_LAUNCH_TIMEOUT.
-    #[arg(long, default_value_t = CpuConfig::default().instruction_budget)]
-    pub instruction_budget: u64,
+    #[command(flatten)]
+    pub limits: CpuLimits,
 }
 
 /// Which backend executes the calls.
@@ -50,14 +48,41 @@ impl From<BackendKind> for BackendChoice {
     }
 }
 
-pub fn run(args: ExecutorArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let selected = open_backend(
-        args.backend.into(),
+/// The cpu backend's limits on one launch (`vcuda executor`, `vcuda vhost-user`).
+#[derive(Debug, clap::Args)]
+pub struct CpuLimits {
+    /// cpu backend: warp-instructions one launch may run before it fails with
+    /// CUDA_ERROR_LAUNCH_TIMEOUT.
+    #[arg(long, default_value_t = CpuConfig::default().instruction_budget)]
+    pub instruction_budget: u64,
+    /// cpu backend: wall-clock seconds one launch may run before it fails with
+    /// CUDA_ERROR_LAUNCH_TIMEOUT (a watchdog, like a display GPU's); 0 turns it off.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
+          default_value_t = CpuConfig::default().launch_time_limit.map_or(0.0, |d| d.as_secs_f64()))]
+    pub launch_timeout: f64,
+}
+
+impl CpuLimits {
+    /// The cpu backend's configuration with these limits.
+    pub fn config(&self) -> CpuConfig {
         CpuConfig {
-            instruction_budget: args.instruction_budget,
+            instruction_budget: self.instruction_budget,
+            launch_time_limit: (self.launch_timeout > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(self.launch_timeout)),
             ..CpuConfig::default()
-        },
-    )?;
+        }
+    }
+}
+
+/// Seconds as a non-negative, finite number that a `Duration` can hold.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    std::time::Duration::try_from_secs_f64(v).map_err(|e| format!("{s}: {e}"))?;
+    Ok(v)
+}
+
+pub fn run(args: ExecutorArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let selected = open_backend(args.backend.into(), args.limits.config())?;
     if let Some(note) = &selected.note {
         eprintln!("vcuda executor: {note}");
     }

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use host_executor::cpu::CpuConfig;
 use host_executor::select::{open_backend, BackendChoice};
 use host_executor::{Executor, ExecutorConfig};
 use virtio_common::vhost_user::VhostUserBackend;
@@ -61,6 +60,8 @@ pub struct VhostUserArgs {
     /// Device-memory quota of each guest session (e.g. 512M, 4G).
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     pub quota: u64,
+    #[command(flatten)]
+    pub limits: crate::executor_cmd::CpuLimits,
 }
 
 /// `--device`.
@@ -107,7 +108,7 @@ pub fn run(args: VhostUserArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .serve(&listener)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let selected = open_backend(BackendChoice::from(args.backend), CpuConfig::default())?;
+    let selected = open_backend(BackendChoice::from(args.backend), args.limits.config())?;
     if let Some(note) = &selected.note {
         eprintln!("vcuda vhost-user: {note}");
     }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};
@@ -108,8 +108,9 @@ impl Executor {
         }
     }
 
-    /// Opens a new session (what a `Hello` does).
-    pub fn open_session(&self) -> Result<Session, Status> {
+    /// Opens a new session (what a `Hello` does); `cancel`, once set, ends the session's
+    /// running work (its connection watches for the client hanging up).
+    pub fn open_session(&self, cancel: Arc<AtomicBool>) -> Result<Session, Status> {
         if self.live.load(Ordering::SeqCst) >= self.config.max_sessions {
             warn!(
                 max = self.config.max_sessions,
@@ -123,6 +124,7 @@ impl Executor {
             backend_name: self.backend.name(),
             quota: self.config.session_quota,
             live: LiveToken::new(Arc::clone(&self.live)),
+            cancel,
         })?;
         info!(
             session = id,
@@ -155,8 +157,9 @@ impl Executor {
                     Ok(other) => return Err(ConnectionError::NoHello(other.name())),
                     Err(_) => return Err(ConnectionError::NoHello("a malformed request")),
                 }
+                let cancel = Arc::clone(&conn.cancel);
                 conn.session
-                    .insert(self.open_session().map_err(ConnectionError::Open)?)
+                    .insert(self.open_session(cancel).map_err(ConnectionError::Open)?)
             }
         };
         let (status, reply_body, bye) = match decoded {
@@ -214,6 +217,8 @@ impl Executor {
     /// attaches a shared-memory channel, frames move to it ([`Executor::serve_channel`]).
     pub fn serve_stream(&self, mut stream: UnixStream) -> Result<(), ConnectionError> {
         let mut conn = Connection::default();
+        // A kernel running for a client that has gone away is cancelled, not finished.
+        let _watch = HangupWatch::start(&stream, Arc::clone(&conn.cancel))?;
         // Until `Hello` a connection is nobody's: it gets a bounded time and tiny frames.
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut out = Vec::with_capacity(4096);
@@ -342,6 +347,53 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// cannot make the executor buffer more.
 pub const MAX_HELLO_BODY: usize = 4096;
 
+/// Watches a client socket for the peer hanging up while its connection thread is busy (a long
+/// launch): sets `cancel`, which the backend checks while it runs the work. It polls only for
+/// hang-up (`POLLRDHUP`), never for data, so it does not wake for the client's next request.
+struct HangupWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HangupWatch {
+    fn start(stream: &UnixStream, cancel: Arc<AtomicBool>) -> std::io::Result<Self> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let fd: OwnedFd = stream.try_clone()?.into();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("vcuda-hangup".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    let mut p = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLRDHUP,
+                        revents: 0,
+                    };
+                    // SAFETY: one live pollfd for a descriptor this thread owns.
+                    let n = unsafe { libc::poll(&mut p, 1, 100) };
+                    if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                        cancel.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HangupWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Client errors (malformed or unknown requests) logged per connection; past this many they are
 /// only counted, and the count is logged when the connection ends: a client cannot turn its
 /// own bad frames into a flood of log lines.
@@ -352,6 +404,8 @@ const LOGGED_CLIENT_ERRORS: u32 = 8;
 pub struct Connection {
     session: Option<Session>,
     client_errors: u32,
+    /// Set when the client has hung up ([`HangupWatch`]): the session's running work ends.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Connection {

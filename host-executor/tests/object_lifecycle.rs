@@ -286,3 +286,111 @@ fn a_sticky_error_poisons_only_its_context() {
     c.call(&p::CtxDestroy { ctx: bad }).unwrap();
     c.call(&p::CtxSynchronize { ctx: good }).unwrap();
 }
+
+/// A kernel that never ends: `spin(p)` loops until `*p` is non-zero (it never is).
+pub const SPIN_PTX: &str = r#"
+.version 7.0
+.target sm_50
+.address_size 64
+
+.visible .entry spin(.param .u64 p)
+{
+    .reg .b64 %rd<2>;
+    .reg .b32 %r<2>;
+    .reg .pred %q<2>;
+    ld.param.u64 %rd1, [p];
+    cvta.to.global.u64 %rd1, %rd1;
+LOOP:
+    ld.volatile.global.u32 %r1, [%rd1];
+    setp.eq.u32 %q1, %r1, 0;
+    @%q1 bra LOOP;
+    ret;
+}
+"#;
+
+fn spin(c: &Client, ctx: u64) -> u64 {
+    let module = c.alloc_handle().unwrap();
+    let mut image = SPIN_PTX.as_bytes().to_vec();
+    image.push(0);
+    c.call(&p::ModuleLoad {
+        ctx,
+        module,
+        image: Source::Inline(image),
+    })
+    .unwrap();
+    function(c, ctx, module, "spin").unwrap()
+}
+
+fn spin_launch(c: &Client, ctx: u64, func: u64, flag: u64) {
+    c.send(&p::Launch {
+        ctx,
+        func,
+        stream: 0,
+        grid: [2, 1, 1],
+        block: [64, 1, 1],
+        shared_bytes: 0,
+        flags: 0,
+        params: flag.to_le_bytes().to_vec(),
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_runaway_kernel_hits_the_wall_clock_watchdog() {
+    let exec = InProcess::start_cpu(InProcessConfig {
+        cpu: host_executor::cpu::CpuConfig {
+            launch_time_limit: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let c = exec.connect("test").unwrap();
+    c.call(&p::Init { flags: 0 }).unwrap();
+    let ctx = context(&c);
+    let func = spin(&c, ctx);
+    let flag = c.call(&p::MemAlloc { ctx, size: 4 }).unwrap().dptr;
+    let start = std::time::Instant::now();
+    spin_launch(&c, ctx, func, flag);
+
+    // Another tenant works while the kernel spins, and is answered correctly.
+    let other = exec.connect("other").unwrap();
+    other.call(&p::Init { flags: 0 }).unwrap();
+    let octx = context(&other);
+    let omod = other.alloc_handle().unwrap();
+    load(&other, octx, omod).unwrap();
+    let ofunc = function(&other, octx, omod, "store").unwrap();
+    assert_eq!(stored(&other, octx, ofunc, 0xb0b), 0xb0b);
+
+    assert_eq!(
+        status_of(c.call(&p::CtxSynchronize { ctx })),
+        Status::ERROR_LAUNCH_TIMEOUT
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // The timeout is the spinning context's own: another context of the session still runs.
+    let good = context(&c);
+    let gmod = c.alloc_handle().unwrap();
+    load(&c, good, gmod).unwrap();
+    let gfunc = function(&c, good, gmod, "store").unwrap();
+    assert_eq!(stored(&c, good, gfunc, 0x600d), 0x600d);
+}
+
+/// Runs `store` into a fresh allocation of `ctx` and reads the value back.
+fn stored(c: &Client, ctx: u64, func: u64, v: u32) -> u32 {
+    let dptr = c.call(&p::MemAlloc { ctx, size: 4 }).unwrap().dptr;
+    store(c, ctx, func, dptr, v).unwrap();
+    let back = c
+        .call(&p::MemcpyDtoH {
+            ctx,
+            stream: 0,
+            src: dptr,
+            len: 4,
+            dst: p::Sink::Reply,
+        })
+        .unwrap();
+    u32::from_le_bytes(back.data[..4].try_into().unwrap())
+}

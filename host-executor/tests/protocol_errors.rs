@@ -535,3 +535,85 @@ fn sessions_past_the_limit_are_refused() {
     );
     drop(b);
 }
+
+/// A client that vanishes (its socket closes) while its kernel runs has the kernel cancelled:
+/// the session ends within a bounded time instead of when the kernel would (never, here: no
+/// watchdog), and the executor goes on serving.
+#[test]
+fn a_client_that_hangs_up_mid_launch_has_its_kernel_cancelled() {
+    const SPIN: &str = ".version 7.0\n.target sm_50\n.address_size 64\n\
+        .visible .entry spin(.param .u64 p)\n{\n.reg .b64 %rd<2>;\n.reg .b32 %r<2>;\n.reg .pred %q<2>;\n\
+        ld.param.u64 %rd1, [p];\ncvta.to.global.u64 %rd1, %rd1;\nLOOP:\n\
+        ld.volatile.global.u32 %r1, [%rd1];\nsetp.eq.u32 %q1, %r1, 0;\n@%q1 bra LOOP;\nret;\n}\n";
+    let exec = InProcess::start_cpu(InProcessConfig {
+        executor: ExecutorConfig::default(),
+        cpu: host_executor::cpu::CpuConfig {
+            launch_time_limit: None,
+            ..Default::default()
+        },
+    })
+    .expect("start executor");
+    let mut raw = Raw::connect(&exec);
+    hello(&mut raw);
+    let (ctx, module, func) = (0x1000, 0x1001, 0x1002);
+    let (s, _) = raw.call(
+        1,
+        &p::CtxCreate {
+            ctx,
+            device: 0,
+            flags: 0,
+        },
+    );
+    assert_eq!(s, Status::SUCCESS);
+    let mut image = SPIN.as_bytes().to_vec();
+    image.push(0);
+    let (s, _) = raw.call(
+        2,
+        &p::ModuleLoad {
+            ctx,
+            module,
+            image: Source::Inline(image),
+        },
+    );
+    assert_eq!(s, Status::SUCCESS);
+    let (s, _) = raw.call(
+        3,
+        &p::ModuleGetFunction {
+            ctx,
+            module,
+            func,
+            name: "spin".into(),
+        },
+    );
+    assert_eq!(s, Status::SUCCESS);
+    let (s, body) = raw.call(4, &p::MemAlloc { ctx, size: 4 });
+    assert_eq!(s, Status::SUCCESS);
+    let flag = p::decode_reply::<p::MemAlloc>(&body).unwrap().dptr;
+    let mut f = Vec::new();
+    p::encode_call(
+        5,
+        &p::Launch {
+            ctx,
+            func,
+            stream: 0,
+            grid: [2, 1, 1],
+            block: [64, 1, 1],
+            shared_bytes: 0,
+            flags: 0,
+            params: flag.to_le_bytes().to_vec(),
+        },
+        &mut f,
+    );
+    raw.send(&f);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(exec.stats().live_sessions, 1);
+    let start = Instant::now();
+    drop(raw);
+    assert!(
+        wait_until(|| exec.stats().live_sessions == 0),
+        "the session outlived its client by {:?}",
+        start.elapsed()
+    );
+    let (c, ctx) = session(&exec);
+    still_serves(&c, ctx);
+}

@@ -56,6 +56,8 @@ fn main() {
         instruction_budget: u64::MAX,
         printf: &|s| print!("{s}"),
         parallel: true,
+        time_limit: None,
+        cancel: None,
     };
     println!("host threads: {}", rayon::current_num_threads());
     let parse = best(5, || {

@@ -73,6 +73,12 @@ pub enum ExecError {
     /// The instruction budget of the launch ran out.
     #[error("launch timed out (instruction budget exhausted)")]
     LaunchTimeout,
+    /// The launch ran past its wall-clock limit (the watchdog).
+    #[error("launch timed out (ran past its wall-clock limit)")]
+    WatchdogExpired,
+    /// The launch was cancelled from outside (its client went away).
+    #[error("launch cancelled")]
+    Cancelled,
     /// Grid/block/shared-memory configuration outside the device limits, or bad parameters.
     #[error("invalid launch configuration: {0}")]
     InvalidConfig(String),

@@ -11,6 +11,7 @@
 //! `ret` from a `.func` parks lanes until the callee's entries are empty, then the frame returns.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -217,6 +218,12 @@ pub(crate) struct Budget {
 fn take_budget(env: &Env<'_>, b: &mut Budget) -> Result<(), ExecError> {
     if env.abort.load(Ordering::Relaxed) {
         return Err(ExecError::LaunchTimeout);
+    }
+    if env.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(ExecError::Cancelled);
+    }
+    if env.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(ExecError::WatchdogExpired);
     }
     let prev = env.used.fetch_add(BUDGET_CHUNK, Ordering::Relaxed);
     if prev >= env.budget {

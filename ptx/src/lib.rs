@@ -17,7 +17,13 @@
 //! let m = LoadedModule::load(Arc::new(Module::parse(ptx).unwrap()), &arena).unwrap();
 //! let buf = arena.alloc(4, 4).unwrap();
 //! let cfg = LaunchConfig { grid: [1, 1, 1], block: [1, 1, 1], dynamic_shared_bytes: 0 };
-//! let opts = LaunchOptions { instruction_budget: 1 << 20, printf: &|s| print!("{s}"), parallel: false };
+//! let opts = LaunchOptions {
+//!     instruction_budget: 1 << 20,
+//!     printf: &|s| print!("{s}"),
+//!     parallel: false,
+//!     time_limit: None,
+//!     cancel: None,
+//! };
 //! launch(&m, "k", &cfg, &buf.to_le_bytes(), &arena, &opts).unwrap();
 //! ```
 
@@ -419,6 +425,11 @@ pub struct LaunchOptions<'a> {
     pub printf: &'a (dyn Fn(&str) + Sync),
     /// Run blocks on the rayon thread pool.
     pub parallel: bool,
+    /// Wall-clock time the launch may take before failing with `WatchdogExpired` (a watchdog
+    /// like a display GPU's), checked every few thousand warp-instructions.
+    pub time_limit: Option<std::time::Duration>,
+    /// Set by someone else to end the launch early (its client is gone): `Cancelled`.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// What a launch did.
@@ -531,6 +542,8 @@ pub fn launch(
         dyn_smem: cfg.dynamic_shared_bytes,
         printf: opts.printf,
         budget: opts.instruction_budget,
+        deadline: opts.time_limit.and_then(|t| Instant::now().checked_add(t)),
+        cancel: opts.cancel,
         used: AtomicU64::new(0),
         executed: AtomicU64::new(0),
         abort: AtomicBool::new(false),

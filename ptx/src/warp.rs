@@ -33,6 +33,10 @@ pub(crate) struct Env<'a, F> {
     pub(crate) dyn_smem: u32,
     pub(crate) printf: &'a (dyn Fn(&str) + Sync),
     pub(crate) budget: u64,
+    /// When the launch's wall-clock time is up.
+    pub(crate) deadline: Option<Instant>,
+    /// Set from outside to end the launch.
+    pub(crate) cancel: Option<&'a AtomicBool>,
     pub(crate) used: AtomicU64,
     pub(crate) executed: AtomicU64,
     pub(crate) abort: AtomicBool,

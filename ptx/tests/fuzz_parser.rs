@@ -34,6 +34,8 @@ fn try_run(src: &str) {
             instruction_budget: 20_000,
             printf: &|_| {},
             parallel: false,
+            time_limit: None,
+            cancel: None,
         };
         let _ = launch(&lm, &k, &cfg, &params, &arena, &opts);
     }
@@ -101,6 +103,8 @@ fn hostile_sizes_are_errors() {
         instruction_budget: 100,
         printf: &|_| {},
         parallel: false,
+        time_limit: None,
+        cancel: None,
     };
     assert!(launch(&lm, "k", &cfg, &[0; 8], &arena, &opts).is_err());
     let huge_global = ".version 8.0\n.target sm_80\n.global .b8 g[1099511627776];\n";
@@ -131,6 +135,8 @@ fn overflowing_layouts_are_errors_not_panics() {
         instruction_budget: 100,
         printf: &|_| {},
         parallel: false,
+        time_limit: None,
+        cancel: None,
     };
     assert!(launch(&lm, "k", &cfg, &[], &arena, &opts).is_err());
     let shfl = ".version 8.0\n.target sm_80\n.entry k() { .reg .b32 %r<3>; mov.u32 %r1, 5;\n\

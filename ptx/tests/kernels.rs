@@ -75,6 +75,8 @@ impl Dev {
             instruction_budget: 1 << 32,
             printf,
             parallel: true,
+            time_limit: None,
+            cancel: None,
         };
         launch(&self.m, k, &cfg, &params, &self.arena, &opts).map(|_| ())
     }

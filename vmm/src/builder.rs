@@ -105,7 +105,7 @@ fn make_device(kind: DeviceKind, config: &VmConfig) -> Result<Box<dyn VirtioDevi
         DeviceKind::Cuda => match &config.executor {
             Some(path) => Box::new(Queued::new(CudaDevice::new(RemoteExecutor::new(path)))),
             None => {
-                let selected = open_backend(BackendChoice::Auto, CpuConfig::default())
+                let selected = open_backend(BackendChoice::Auto, CpuConfig::single_tenant())
                     .map_err(|e| BuildError::Executor(e.to_string()))?;
                 if let Some(note) = &selected.note {
                     info!("virtio-cuda: {note}");

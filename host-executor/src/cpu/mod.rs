@@ -29,6 +29,9 @@ pub struct CpuConfig {
     pub instruction_budget: u64,
     /// Run the blocks of a launch on several threads.
     pub parallel: bool,
+    /// Wall-clock time one launch may run before it fails with `CUDA_ERROR_LAUNCH_TIMEOUT`
+    /// (a watchdog, like a display GPU's; `None`: only the instruction budget).
+    pub launch_time_limit: Option<std::time::Duration>,
 }
 
 impl Default for CpuConfig {
@@ -37,6 +40,19 @@ impl Default for CpuConfig {
             device_memory: 16 << 30,
             instruction_budget: 20_000_000_000,
             parallel: true,
+            launch_time_limit: Some(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+impl CpuConfig {
+    /// The settings for an executor that serves one tenant in its own process or VM
+    /// (`vcuda exec`, `vcuda run`): no watchdog, since a long kernel there delays no one else,
+    /// and a compute GPU has none either. The instruction budget still ends a runaway kernel.
+    pub fn single_tenant() -> Self {
+        Self {
+            launch_time_limit: None,
+            ..Self::default()
         }
     }
 }
@@ -95,6 +111,7 @@ impl Backend for CpuBackend {
             VA_WINDOW,
             self.config.clone(),
             Arc::clone(&self.allocated),
+            Arc::clone(&init.cancel),
         );
         Ok(Session::new(init, be))
     }

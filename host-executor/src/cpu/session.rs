@@ -2,11 +2,11 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, warn};
 use vcuda_ptx::memory::Arena;
 use vcuda_ptx::{ExecError, LaunchConfig, LaunchOptions, LoadedModule, Module};
 use virtio_cuda::protocol::{FuncInfo, List, ParamInfo, Status};
@@ -46,16 +46,25 @@ pub(super) struct CpuSession {
     allocated: Arc<AtomicU64>,
     /// Sizes of live allocations (for accounting and `cuMemFree` validation).
     allocations: HashMap<u64, u64>,
+    /// Set when the session's client is gone: a running launch ends at its next check.
+    cancel: Arc<AtomicBool>,
 }
 
 impl CpuSession {
-    pub(super) fn new(base: u64, span: u64, config: CpuConfig, allocated: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(
+        base: u64,
+        span: u64,
+        config: CpuConfig,
+        allocated: Arc<AtomicU64>,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             arena: Arena::new(base, span),
             va: VaRange { base, size: span },
             config,
             allocated,
             allocations: HashMap::new(),
+            cancel,
         }
     }
 }
@@ -78,7 +87,8 @@ fn exec_status(e: &ExecError) -> Status {
     match e {
         ExecError::IllegalAddress { .. } => Status::ERROR_ILLEGAL_ADDRESS,
         ExecError::MisalignedAddress { .. } => Status::ERROR_MISALIGNED_ADDRESS,
-        ExecError::LaunchTimeout => Status::ERROR_LAUNCH_TIMEOUT,
+        ExecError::LaunchTimeout | ExecError::WatchdogExpired => Status::ERROR_LAUNCH_TIMEOUT,
+        ExecError::Cancelled => Status::ERROR_LAUNCH_FAILED,
         ExecError::InvalidConfig(_) => Status::ERROR_INVALID_VALUE,
         ExecError::Trap => Status::ERROR_LAUNCH_FAILED,
         ExecError::Unsupported { .. } => Status::ERROR_NOT_SUPPORTED,
@@ -360,6 +370,8 @@ impl BackendSession for CpuSession {
             instruction_budget: self.config.instruction_budget,
             printf: &printf,
             parallel: self.config.parallel,
+            time_limit: self.config.launch_time_limit,
+            cancel: Some(&self.cancel),
         };
         let result = vcuda_ptx::launch(module, &f.kernel, &cfg, launch.params, &self.arena, &opts);
         let printed = printed.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -369,7 +381,21 @@ impl BackendSession for CpuSession {
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
-                debug!(kernel = %f.kernel, "launch failed: {e}");
+                // A limit of the executor ended the kernel: say which, and how to raise it.
+                match &e {
+                    ExecError::LaunchTimeout => warn!(
+                        kernel = %f.kernel,
+                        "launch ended after {} warp-instructions, the instruction budget \
+                         (vcuda executor --instruction-budget)",
+                        self.config.instruction_budget
+                    ),
+                    ExecError::WatchdogExpired => warn!(
+                        kernel = %f.kernel,
+                        "launch ended by the watchdog after {:?} (vcuda executor --launch-timeout)",
+                        self.config.launch_time_limit.unwrap_or_default()
+                    ),
+                    _ => debug!(kernel = %f.kernel, "launch failed: {e}"),
+                }
                 Err(exec_status(&e))
             }
         }

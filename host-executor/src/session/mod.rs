@@ -106,6 +106,8 @@ pub struct SessionInit {
     /// Device-memory quota in bytes.
     pub quota: u64,
     pub live: LiveToken,
+    /// Set when the session's client is gone (the backend ends running work at its next check).
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Facts about the session a handler may need.

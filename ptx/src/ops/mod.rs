@@ -178,6 +178,8 @@ pub(crate) mod testutil {
             instruction_budget: 1 << 20,
             printf: &|_| {},
             parallel: false,
+            time_limit: None,
+            cancel: None,
         };
         launch(&lm, "t", &cfg, &buf.to_le_bytes(), &arena, &opts)?;
         let mut out = vec![0u8; n_out * 8];
