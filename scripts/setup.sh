@@ -140,9 +140,26 @@ install_qemu_gpu() {
   fi
 }
 
+# Optional: the nested-KVM harness for real Linux guests of `vcuda run` (QEMU, the kernel and
+# busybox shared with the virtio-gpu harness, plus the L1 initramfs; tests/tests/linux_guest.rs).
+install_qemu_linux() {
+  if [[ -n "${VCUDA_SKIP_QEMU:-}" ]]; then
+    log "QEMU nested-Linux harness: skipped (VCUDA_SKIP_QEMU is set)"
+    return
+  fi
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  if "$here/qemu-linux.sh" setup; then
+    log "QEMU nested-Linux harness: ok (linux_guest tests will run)"
+  else
+    log "QEMU nested-Linux harness: unavailable (see the error above); linux_guest will report it"
+  fi
+}
+
 install_cuda_toolchain
 install_newest_toolkit
 install_uml
 install_vulkan
 install_qemu_gpu
+install_qemu_linux
 print_env

@@ -15,7 +15,8 @@ use crate::size::parse_size;
 ///
 /// The exit status is the guest's: the value it wrote to the debug-exit port (0xf4), 0 for a
 /// reboot/reset (i8042) or power-off, 124 for --timeout, 125 for a triple fault, 126 when a vCPU
-/// failed (e.g. KVM could not emulate an instruction), 1 when the VM could not start.
+/// failed (e.g. KVM could not emulate an instruction), 1 when the VM could not start; with
+/// --image, 123 when the guest reset before its /init reported a status (a kernel panic).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Kernel: a bzImage, a vmlinux ELF, or an ELF with a PVH entry note.
@@ -121,8 +122,12 @@ impl RunArgs {
     }
 }
 
+/// Exit status of `vcuda run --image` when the guest ended without reporting its program's.
+const NO_STATUS: u8 = 123;
+
 pub fn run(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
     let start = Instant::now();
+    let image = args.image.clone();
     let config = args.into_config()?;
     let report = vmm::run(&config, start)?;
     if config.boot_timer {
@@ -140,6 +145,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         }
     }
     match &report.exit {
+        // An image's /init always reports its program's status before it resets; a reset
+        // without one means the guest never got that far.
+        VmExit::Reset | VmExit::PowerOff if image.is_some() => {
+            eprintln!(
+                "vcuda: error: the guest {} before its /init reported a status: the kernel \
+                 panicked or /init could not run (see the console above)",
+                if report.exit == VmExit::Reset {
+                    "reset"
+                } else {
+                    "powered off"
+                }
+            );
+            return Ok(ExitCode::from(NO_STATUS));
+        }
         VmExit::GuestStatus(_) | VmExit::Reset | VmExit::PowerOff => {
             tracing::info!("{}", report.exit)
         }

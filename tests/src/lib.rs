@@ -9,6 +9,7 @@
 
 pub use vcuda_testkit::skip;
 
+pub mod drm_pattern;
 pub mod kernels;
 pub mod reference;
 pub mod shim;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vcuda_tests::drm_pattern;
 use vcuda_tests::shim::vcuda_bin;
 use vcuda_tests::skip;
 
@@ -49,42 +50,8 @@ fn setup() -> Result<(), String> {
     }
 }
 
-/// Pattern A of drm_draw.c, as 0x00RRGGBB.
-fn pattern_a(x: u32, y: u32) -> u32 {
-    let r = x * 255 / (WIDTH - 1);
-    let g = y * 255 / (HEIGHT - 1);
-    let b = if (x / 16 + y / 16) & 1 == 1 { 0xff } else { 0 };
-    (r << 16) | (g << 8) | b
-}
-
-/// The final frame: A, with B = A ^ 0xffffff in [W/4, 3W/4) × [H/4, 3H/4).
-fn pattern_final(x: u32, y: u32) -> u32 {
-    let inside =
-        (WIDTH / 4..3 * WIDTH / 4).contains(&x) && (HEIGHT / 4..3 * HEIGHT / 4).contains(&y);
-    if inside {
-        pattern_a(x, y) ^ 0x00ff_ffff
-    } else {
-        pattern_a(x, y)
-    }
-}
-
-/// Compares an RGBA8 capture with `pattern`; returns the number of wrong pixels and the first.
-fn mismatches(rgba: &[u8], pattern: fn(u32, u32) -> u32) -> (usize, Option<String>) {
-    let mut bad = 0;
-    let mut first = None;
-    for y in 0..HEIGHT {
-        for x in 0..WIDTH {
-            let i = ((y * WIDTH + x) * 4) as usize;
-            let got = &rgba[i..i + 4];
-            let p = pattern(x, y);
-            let want = [(p >> 16) as u8, (p >> 8) as u8, p as u8, 0xff];
-            if got != want {
-                bad += 1;
-                first.get_or_insert_with(|| format!("({x},{y}): got {got:?}, want {want:?}"));
-            }
-        }
-    }
-    (bad, first)
+fn mismatches(rgba: &[u8], pattern: fn(u32, u32, u32, u32) -> u32) -> (usize, Option<String>) {
+    drm_pattern::mismatches(rgba, WIDTH, HEIGHT, pattern)
 }
 
 /// The backend process; killed on drop.
@@ -188,7 +155,7 @@ fn stock_linux_virtio_gpu_driver_draws_through_qemu_into_png() {
         rgba
     };
     let first = read(&captured[0]);
-    let (bad, at) = mismatches(&first, pattern_a);
+    let (bad, at) = mismatches(&first, drm_pattern::pattern_a);
     assert_eq!(
         bad,
         0,
@@ -197,7 +164,7 @@ fn stock_linux_virtio_gpu_driver_draws_through_qemu_into_png() {
     );
     let last_path = &captured[captured.len() - 1];
     let last = read(last_path);
-    let (bad, at) = mismatches(&last, pattern_final);
+    let (bad, at) = mismatches(&last, drm_pattern::pattern_final);
     assert_eq!(
         bad,
         0,

@@ -54,7 +54,33 @@ pub enum BootError {
     },
     #[error("kernel command line: {0} (at most {CMDLINE_MAX_SIZE} bytes, printable ASCII)")]
     Cmdline(linux_loader::cmdline::Error),
+    #[error(
+        "kernel {path} is truncated: its {what} ends at byte {needs}, the file has {has} bytes"
+    )]
+    Truncated {
+        path: PathBuf,
+        what: String,
+        needs: u64,
+        has: u64,
+    },
+    #[error(
+        "kernel {path} needs guest RAM up to {needs:#x} ({} MiB), the guest has {} MiB; \
+         give it more --mem",
+        needs.div_ceil(1 << 20),
+        has >> 20
+    )]
+    KernelTooBig { path: PathBuf, needs: u64, has: u64 },
+    #[error(
+        "initrd {0} is not an initramfs or ramdisk image (no cpio, gzip, bzip2, xz, lzma, lzo, \
+         lz4, zstd, ext2, squashfs, cramfs or romfs signature)"
+    )]
+    NotAnInitrd(PathBuf),
+    #[error("guest argument {0:?}: {1}")]
+    GuestArg(String, &'static str),
 }
+
+/// Most arguments Linux passes to init (CONFIG_INIT_ENV_ARG_LIMIT is 32, `init` itself is one).
+pub const MAX_GUEST_ARGS: usize = 31;
 
 /// Where and how the boot vCPU starts.
 #[derive(Debug, Clone, Copy)]
@@ -96,11 +122,42 @@ pub fn build_cmdline(
             .map_err(BootError::Cmdline)?;
     }
     if !guest_args.is_empty() {
+        if guest_args.len() > MAX_GUEST_ARGS {
+            return Err(BootError::GuestArg(
+                guest_args[MAX_GUEST_ARGS].clone(),
+                "Linux passes at most 31 arguments to init",
+            ));
+        }
+        let quoted = guest_args
+            .iter()
+            .map(|a| quote_init_arg(a))
+            .collect::<Result<Vec<_>, _>>()?;
         cmdline
-            .insert_init_args(guest_args.join(" "))
+            .insert_init_args(quoted.join(" "))
             .map_err(BootError::Cmdline)?;
     }
     Ok(cmdline)
+}
+
+/// One argument for init, as Linux's command-line parser (`next_arg`) reads it back: an
+/// argument with blanks goes in double quotes, which the kernel removes. A double quote or a
+/// control character cannot be expressed, and an empty argument would vanish.
+fn quote_init_arg(arg: &str) -> Result<String, BootError> {
+    let bad = |why| Err(BootError::GuestArg(arg.to_string(), why));
+    if arg.is_empty() {
+        return bad("an empty argument cannot be passed on the kernel command line");
+    }
+    if arg.contains('"') {
+        return bad("a double quote cannot be passed on the kernel command line");
+    }
+    if arg.chars().any(|c| c.is_control() || !c.is_ascii()) {
+        return bad("only printable ASCII can be passed on the kernel command line");
+    }
+    Ok(if arg.contains(' ') {
+        format!("\"{arg}\"")
+    } else {
+        arg.to_string()
+    })
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, BootError> {
@@ -155,6 +212,118 @@ fn has_linux_note(file: &mut File) -> bool {
         }
     }
     false
+}
+
+/// Reads a little-endian integer of `N` bytes at `off`, if the file has it.
+fn le<const N: usize>(head: &[u8], off: usize) -> Option<u64> {
+    let b: [u8; N] = head.get(off..off + N)?.try_into().ok()?;
+    let mut v = [0u8; 8];
+    v[..N].copy_from_slice(&b);
+    Some(u64::from_le_bytes(v))
+}
+
+/// Checks, before anything is loaded, that the kernel file is whole and fits the guest's RAM,
+/// so that a truncated or oversized kernel gets a message saying so (the loader would report
+/// a bare read error, and a truncated bzImage would boot into garbage and triple-fault).
+fn check_kernel(file: &mut File, path: &Path, mem_size: u64) -> Result<(), BootError> {
+    let read_err = |source| BootError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let len = file.seek(SeekFrom::End(0)).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut head = vec![0u8; 0x1000.min(len as usize)];
+    file.read_exact(&mut head).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let truncated = |what: String, needs: u64| BootError::Truncated {
+        path: path.to_owned(),
+        what,
+        needs,
+        has: len,
+    };
+    let too_big = |needs: u64| BootError::KernelTooBig {
+        path: path.to_owned(),
+        needs,
+        has: mem_size,
+    };
+    if head.starts_with(b"\x7fELF") && head.get(4) == Some(&2) {
+        // ELF64: every PT_LOAD segment's bytes must be in the file and its memory in RAM.
+        let (Some(phoff), Some(phentsize), Some(phnum)) = (
+            le::<8>(&head, 0x20),
+            le::<2>(&head, 0x36),
+            le::<2>(&head, 0x38),
+        ) else {
+            return Err(truncated("ELF header".into(), 64));
+        };
+        let table_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+        if table_end > len {
+            return Err(truncated("program header table".into(), table_end));
+        }
+        let mut table = vec![0u8; (phentsize * phnum) as usize];
+        file.seek(SeekFrom::Start(phoff)).map_err(read_err)?;
+        file.read_exact(&mut table).map_err(read_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        for i in 0..phnum as usize {
+            let ph = &table[i * phentsize as usize..];
+            let field = |off| le::<8>(ph, off).unwrap_or(0);
+            if le::<4>(ph, 0) != Some(1) {
+                continue; // not PT_LOAD
+            }
+            let (offset, paddr, filesz, memsz) =
+                (field(0x08), field(0x18), field(0x20), field(0x28));
+            let file_end = offset.saturating_add(filesz);
+            if file_end > len {
+                return Err(truncated(format!("loadable segment {i}"), file_end));
+            }
+            let mem_end = paddr.saturating_add(memsz);
+            if mem_end > mem_size {
+                return Err(too_big(mem_end));
+            }
+        }
+    } else if head.get(0x202..0x206) == Some(b"HdrS") {
+        // bzImage: the setup sectors, then `syssize` 16-byte paragraphs of protected-mode code,
+        // which needs `init_size` bytes of RAM from where it runs (at least 1 MiB).
+        let setup_sects = match le::<1>(&head, 0x1f1) {
+            Some(0) | None => 4,
+            Some(n) => n,
+        };
+        let syssize = le::<4>(&head, 0x1f4).unwrap_or(0);
+        let needs = (setup_sects + 1) * 512 + syssize * 16;
+        if needs > len {
+            return Err(truncated("compressed kernel".into(), needs));
+        }
+        let init_size = le::<4>(&head, 0x260).unwrap_or(0);
+        let pref = le::<8>(&head, 0x258).unwrap_or(HIGH_MEMORY_START);
+        let mem_end = pref.max(HIGH_MEMORY_START).saturating_add(init_size);
+        if mem_end > mem_size.min(MMIO_GAP_START) {
+            return Err(too_big(mem_end));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `head` (an initrd's first bytes) starts like something Linux can unpack or mount.
+fn looks_like_initrd(head: &[u8]) -> bool {
+    const MAGICS: &[&[u8]] = &[
+        b"070701",           // cpio newc
+        b"070702",           // cpio newc with checksums
+        b"070707",           // cpio odc
+        b"\xc7\x71",         // cpio binary (little-endian)
+        b"\x1f\x8b",         // gzip
+        b"\x1f\x9e",         // old gzip
+        b"BZh",              // bzip2
+        b"\xfd7zXZ\0",       // xz
+        b"\x5d\0\0",         // lzma
+        b"\x89LZO",          // lzo
+        b"\x02\x21\x4c\x18", // lz4 legacy
+        b"\x28\xb5\x2f\xfd", // zstd
+        b"hsqs",             // squashfs
+        b"\x45\x3d\xcd\x28", // cramfs
+        b"-rom1fs-",         // romfs
+    ];
+    MAGICS.iter().any(|m| head.starts_with(m))
+        || head.get(0x438..0x43a) == Some(&[0x53, 0xef]) // ext2/3/4
+        || head.get(512..516) == Some(&[0x45, 0x3d, 0xcd, 0x28]) // cramfs after a boot block
 }
 
 /// Loads the kernel at `path` and returns its entry and boot protocol.
@@ -230,6 +399,12 @@ fn load_initrd(
     };
     let size = file.seek(SeekFrom::End(0)).map_err(read_err)?;
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut head = vec![0u8; 0x1000.min(size as usize)];
+    file.read_exact(&mut head).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    if !looks_like_initrd(&head) {
+        return Err(BootError::NotAnInitrd(path.to_owned()));
+    }
     let too_big = || BootError::InitrdTooBig {
         path: path.to_owned(),
         size,
@@ -260,6 +435,7 @@ pub fn load(
     initrd: Option<&Path>,
     cmdline: &Cmdline,
 ) -> Result<BootEntry, BootError> {
+    check_kernel(&mut open("kernel", kernel)?, kernel, mem_size)?;
     let (result, entry) = load_kernel(mem, kernel)?;
     let low_ram_end = mem_size.min(MMIO_GAP_START);
     let initrd_limit = result.setup_header.map_or(low_ram_end, |h| {
@@ -428,6 +604,110 @@ mod tests {
         std::fs::write(&path, &elf).unwrap();
         assert!(!has_linux_note(&mut File::open(&path).unwrap()));
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn guest_args_with_blanks_are_quoted_and_inexpressible_ones_refused() {
+        let c = build_cmdline(
+            "x",
+            &[],
+            &["sh".into(), "-c".into(), "echo a=$(b c)".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            c.as_cstring().unwrap().to_str().unwrap(),
+            "x -- sh -c \"echo a=$(b c)\""
+        );
+        for bad in ["say \"hi\"", "", "tab\there", "caf\u{e9}"] {
+            let err = build_cmdline("", &[], &[bad.into()]).unwrap_err();
+            assert!(matches!(err, BootError::GuestArg(..)), "{bad:?}: {err}");
+        }
+        let many: Vec<String> = (0..=MAX_GUEST_ARGS).map(|i| i.to_string()).collect();
+        let err = build_cmdline("", &[], &many).unwrap_err();
+        assert!(err.to_string().contains("at most 31"), "{err}");
+    }
+
+    /// A minimal ELF64 with one PT_LOAD segment of `filesz` bytes at file offset 0x1000,
+    /// `memsz` bytes at 16 MiB.
+    fn elf_with_segment(filesz: u64, memsz: u64) -> Vec<u8> {
+        let mut elf = vec![0u8; 0x1000];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 64;
+        elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+        elf[ph + 0x08..ph + 0x10].copy_from_slice(&0x1000u64.to_le_bytes());
+        elf[ph + 0x18..ph + 0x20].copy_from_slice(&(16u64 << 20).to_le_bytes());
+        elf[ph + 0x20..ph + 0x28].copy_from_slice(&filesz.to_le_bytes());
+        elf[ph + 0x28..ph + 0x30].copy_from_slice(&memsz.to_le_bytes());
+        elf
+    }
+
+    fn check(image: &[u8], mem: u64) -> Result<(), BootError> {
+        let path = std::env::temp_dir().join(format!(
+            "vcuda-check-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, image).unwrap();
+        let r = check_kernel(&mut File::open(&path).unwrap(), &path, mem);
+        std::fs::remove_file(path).unwrap();
+        r
+    }
+
+    #[test]
+    fn truncated_and_oversized_kernels_are_named_before_loading() {
+        let mut whole = elf_with_segment(0x2000, 0x4000);
+        whole.resize(0x3000, 0);
+        check(&whole, 64 << 20).unwrap();
+        let err = check(&whole[..0x2000], 64 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootError::Truncated {
+                    needs: 0x3000,
+                    has: 0x2000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = check(&whole, 16 << 20).unwrap_err();
+        assert!(err.to_string().contains("more --mem"), "{err}");
+
+        // A bzImage: 4 setup sectors (setup_sects 0), 0x100 paragraphs of payload.
+        let mut bz = vec![0u8; 5 * 512 + 0x1000];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x1f4..0x1f8].copy_from_slice(&0x100u32.to_le_bytes());
+        bz[0x258..0x260].copy_from_slice(&(16u64 << 20).to_le_bytes());
+        bz[0x260..0x264].copy_from_slice(&(32u32 << 20).to_le_bytes());
+        check(&bz, 64 << 20).unwrap();
+        let err = check(&bz[..5 * 512 + 0x800], 64 << 20).unwrap_err();
+        assert!(matches!(err, BootError::Truncated { .. }), "{err}");
+        let err = check(&bz, 32 << 20).unwrap_err();
+        assert!(
+            matches!(err, BootError::KernelTooBig { needs, .. } if needs == 48 << 20),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn initrd_signatures() {
+        for good in [
+            &b"070701000"[..],
+            b"\x1f\x8b\x08",
+            b"\x28\xb5\x2f\xfd..",
+            b"\xfd7zXZ\0",
+        ] {
+            assert!(looks_like_initrd(good), "{good:?}");
+        }
+        let mut ext2 = vec![0u8; 0x800];
+        ext2[0x438..0x43a].copy_from_slice(&[0x53, 0xef]);
+        assert!(looks_like_initrd(&ext2));
+        for bad in [&b"{\"name\": 1}"[..], b"\x7fELF", b""] {
+            assert!(!looks_like_initrd(bad), "{bad:?}");
+        }
     }
 
     #[test]

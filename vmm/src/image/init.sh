@@ -6,9 +6,10 @@
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in $(cat /lib/modules/load-order); do
-    insmod "/lib/modules/$m.ko" || echo "vcuda init: cannot load $m"
-done
+while read -r m args; do
+    # shellcheck disable=SC2086
+    insmod "/lib/modules/$m.ko" $args || echo "vcuda init: cannot load $m"
+done </lib/modules/load-order
 devices=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^virtio_mmio\.device=//p' | paste -sd, -)
 if [ -n "$devices" ] && [ -e /lib/modules/vcuda_mmio.ko ]; then
     insmod /lib/modules/vcuda_mmio.ko "devices=$devices"
@@ -18,7 +19,9 @@ fi
 if [ -e /lib/modules/vcuda.ko ]; then
     insmod /lib/modules/vcuda.ko || echo "vcuda init: cannot load the vcuda driver"
 fi
-export LD_LIBRARY_PATH=/usr/lib/vcuda
+# The shim's directory, and wherever the added programs' own libraries were placed.
+LD_LIBRARY_PATH=$(cat /etc/vcuda/library-path 2>/dev/null || echo /usr/lib/vcuda)
+export LD_LIBRARY_PATH
 devmem 0xc0000000 8 123
 if [ $# -gt 0 ]; then
     "$@"

@@ -25,6 +25,8 @@ const VCUDA_C: &str = include_str!("../../../guest/module/vcuda.c");
 const VCUDA_UAPI_H: &str = include_str!("../../../guest/module/vcuda_uapi.h");
 /// Where the image keeps the CUDA shim (`libcuda.so.1`); /init puts it on `LD_LIBRARY_PATH`.
 const SHIM_DIR: &str = "/usr/lib/vcuda";
+/// The guest's `LD_LIBRARY_PATH`, read by /init.
+const LIBRARY_PATH_FILE: &str = "/etc/vcuda/library-path";
 /// Kernel command line of the image (no `nomodules`: /init loads modules).
 pub const IMAGE_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=1 pci=off quiet i8042.noaux i8042.nomux i8042.dumbkbd";
@@ -176,9 +178,10 @@ fn module_depends(ko: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Finds `name.ko` under `dir`.
+/// Finds module `name`'s `.ko` under `dir`. Module names treat `-` and `_` alike
+/// (`virtio_gpu` is `virtio-gpu.ko`), as modprobe does.
 fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
-    let file = format!("{name}.ko");
+    let want = format!("{}.ko", name.replace('-', "_"));
     let entries = std::fs::read_dir(dir).ok()?;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -186,7 +189,11 @@ fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
             if let Some(found) = find_module(&path, name) {
                 return Some(found);
             }
-        } else if path.file_name().and_then(|n| n.to_str()) == Some(file.as_str()) {
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.replace('-', "_") == want)
+        {
             return Some(path);
         }
     }
@@ -316,23 +323,52 @@ fn find_shim() -> Option<PathBuf> {
     lib.is_file().then_some(lib)
 }
 
-/// The host shared libraries `elf` needs at run time (from `ldd`), with the dynamic loader.
+/// The host shared libraries `elf` needs at run time (from `ldd`, so the builder's
+/// `LD_LIBRARY_PATH` counts), with the dynamic loader; and the names `ldd` could not find.
 /// The guest kernel is Debian's, so Debian's glibc runs there unchanged.
-fn runtime_libraries(elf: &Path) -> Vec<PathBuf> {
+fn runtime_libraries(elf: &Path) -> (Vec<PathBuf>, Vec<String>) {
     let Ok(out) = Command::new("ldd").arg(elf).output() else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
-            let path = match l.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)", "/lib64/ld-linux… (0x…)" or
+        // "libcudart.so.13 => not found"
+        match l.split_once("=>") {
+            Some((name, rest)) if rest.trim() == "not found" => missing.push(name.trim().into()),
+            Some((_, rest)) => found.extend(rest.split_whitespace().next().map(PathBuf::from)),
+            None => found.extend(l.split_whitespace().next().map(PathBuf::from)),
+        }
+    }
+    found.retain(|p| p.is_absolute());
+    (found, missing)
+}
+
+/// Directories the guest's loader searches without being told (Debian's multiarch layout).
+const SYSTEM_LIB_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
+
+/// The guest's `LD_LIBRARY_PATH`: the shim's directory, then every other directory a library
+/// was placed in (a program's own libraries, e.g. a shared cudart found on the host through
+/// `LD_LIBRARY_PATH` rather than the program's rpath).
+fn guest_library_path(libs: &[PathBuf]) -> String {
+    let mut dirs = vec![SHIM_DIR.to_string()];
+    for lib in libs {
+        if let Some(d) = lib.parent().and_then(|d| d.to_str()) {
+            if !SYSTEM_LIB_DIRS.contains(&d) && !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_string());
+            }
+        }
+    }
+    dirs.join(":")
 }
 
 /// Builds the image; prints progress; returns it.
@@ -402,11 +438,16 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
 
     step(4, "collecting modules");
     let modules_dir = root.join(format!("lib/modules/{abi}"));
-    let mut load = if virtio_mmio == Some("m") {
-        module_load_order(&modules_dir, &["virtio_mmio"])?
-    } else {
-        Vec::new()
-    };
+    // virtio-mmio, and the virtio-gpu DRM driver for `--device gpu` (it binds only when the
+    // VM has that device; without it the image stays as it was).
+    let mut wanted = Vec::new();
+    if virtio_mmio == Some("m") {
+        wanted.push("virtio_mmio");
+    }
+    if config_value(&config, "CONFIG_DRM_VIRTIO_GPU") == Some("m") {
+        wanted.push("virtio_gpu");
+    }
+    let mut load = module_load_order(&modules_dir, &wanted)?;
     for p in [headers_pkg.clone()]
         .into_iter()
         .chain(debian::depends(&headers_pkg)?)
@@ -452,6 +493,8 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
         "/root",
         "/usr",
         "/usr/lib",
+        "/etc",
+        "/etc/vcuda",
     ] {
         entries.push(Entry::Dir {
             path: dir.into(),
@@ -478,7 +521,15 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
         mode: 0o755,
         data: INIT_SH.as_bytes().to_vec(),
     });
-    let order: Vec<&str> = load.iter().map(|(n, _)| n.as_str()).collect();
+    // One module per line, with its parameters. No fbdev console on the GPU: the only frames
+    // are the ones the guest's programs draw.
+    let order: Vec<String> = load
+        .iter()
+        .map(|(n, _)| match n.as_str() {
+            "drm_kms_helper" => format!("{n} fbdev_emulation=0"),
+            _ => n.clone(),
+        })
+        .collect();
     entries.push(Entry::File {
         path: "/lib/modules/load-order".into(),
         mode: 0o644,
@@ -515,9 +566,25 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
             "      no CUDA shim found (build guest-libcuda, or set VCUDA_SHIM): image without CUDA"
         ),
     }
-    let mut libs: Vec<PathBuf> = elves.iter().flat_map(|e| runtime_libraries(e)).collect();
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for elf in &elves {
+        let (found, missing) = runtime_libraries(elf);
+        libs.extend(found);
+        for name in missing {
+            println!(
+                "      warning: {} needs {name}, which is not found on this host (set \
+                 LD_LIBRARY_PATH so that `ldd` finds it); the guest will lack it too",
+                elf.display()
+            );
+        }
+    }
     libs.sort();
     libs.dedup();
+    entries.push(Entry::File {
+        path: LIBRARY_PATH_FILE.into(),
+        mode: 0o644,
+        data: format!("{}\n", guest_library_path(&libs)).into_bytes(),
+    });
     let mut dirs: Vec<String> = Vec::new();
     for lib in &libs {
         let guest = lib.to_string_lossy().into_owned();
@@ -622,6 +689,21 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guest_library_path_has_the_shim_and_every_non_system_directory() {
+        let libs = [
+            PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+            PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            PathBuf::from("/opt/cuda/lib/libcudart.so.13"),
+            PathBuf::from("/opt/cuda/lib/libcublas.so.13"),
+            PathBuf::from("/home/u/lib/libfoo.so"),
+        ];
+        assert_eq!(
+            guest_library_path(&libs),
+            "/usr/lib/vcuda:/opt/cuda/lib:/home/u/lib"
+        );
+    }
 
     #[test]
     fn reads_module_depends_and_config_values() {
