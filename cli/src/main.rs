@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module so that its flags, help text and wiring are in one place.
 
+mod conform_cmd;
 mod demo_cmd;
 mod exec_cmd;
 mod executor_cmd;
@@ -24,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run CUDA programs through the shim, each judged by its own exit status (a conformance
+    /// table, JSON and JUnit XML): `vcuda conform DIR`.
+    Conform(conform_cmd::ConformArgs),
     /// Run CUDA kernels (nvcc-compiled, embedded) on the cpu backend and check the results.
     Demo(demo_cmd::DemoArgs),
     /// Run an unmodified CUDA program on a vcuda executor (no VM): `vcuda exec -- ./prog args`.
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Conform(args) => conform_cmd::run(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Exec(args) => exec_cmd::run(args),
         Command::Executor(args) => executor_cmd::run(args),

@@ -195,3 +195,35 @@ fn runtime_more_per_thread_default_stream() {
     ));
     run_passes(&shim, &prog, &[]);
 }
+
+/// `nvcc -rdc=true` with two translation units: cudart registers the device-linked image (SASS
+/// only) together with each unit's prelinked fatbin; the shim forwards them as one linked
+/// image and the cpu backend joins the units' PTX (a kernel calling a device function and
+/// updating a `__device__` variable of the other unit).
+#[test]
+fn relocatable_device_code_across_translation_units() {
+    let Some(shim) = shim_dir() else { return };
+    let tc = require_toolchain!(toolchain::toolchain());
+    let out = profile_dir().join("vcuda-rdc");
+    let dir = toolchain::workspace_root().join("tests/programs/rdc");
+    let built = Command::new(&tc.nvcc)
+        .args([
+            "-rdc=true",
+            "-gencode",
+            "arch=compute_75,code=[sm_75,compute_75]",
+        ])
+        .arg(format!("-L{}", tc.cuda_root.join("lib").display()))
+        .arg(dir.join("main.cu"))
+        .arg(dir.join("lib.cu"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run nvcc");
+    assert!(
+        built.status.success(),
+        "nvcc -rdc=true: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let stdout = run_passes(&shim, &out, &[]);
+    assert!(stdout.contains("PASS rdc"), "{stdout}");
+}

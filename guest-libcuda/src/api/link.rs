@@ -1,21 +1,23 @@
 //! The driver's linker (`cuLinkCreate`, `cuLinkAddData`, `cuLinkAddFile`, `cuLinkComplete`,
 //! `cuLinkDestroy`), as JIT users (numba, cuFFT's callbacks, `-rdc` programs) drive it.
 //!
-//! The linked image is PTX, not SASS: PTX inputs are joined into one module (one `.version` — the
-//! newest of the inputs —, the first `.target`, `.address_size 64`, then every input's body; a
-//! `.extern .func` of one input resolves against another's definition when the module loads). A
-//! link of a single input of any kind returns that input. Both backends load PTX, so
-//! `cuModuleLoadData` on the result works everywhere; binary inputs (`CUBIN`, `FATBINARY`,
-//! `OBJECT`, `LIBRARY`) cannot be joined without a device linker and make `cuLinkComplete`
-//! answer `CUDA_ERROR_NOT_SUPPORTED` when there is more than one input.
+//! A link of a single input returns that input. Otherwise the result is a linked image
+//! (`virtio_cuda::protocol::linked`: an empty part 0, then the inputs in order), which
+//! `cuModuleLoadData` forwards as it is: the executor joins the inputs' PTX into one module (one
+//! `.version` — the newest of the inputs —, the first `.target`, `.address_size 64`, then every
+//! input's body; a `.extern .func` of one input resolves against another's definition). PTX
+//! inputs and fatbins that carry PTX link that way on both backends; an input without PTX (a
+//! lone cubin) contributes nothing. Libraries (`CU_JIT_INPUT_LIBRARY`, e.g. `cudadevrt`) are
+//! archives of device code, not images: they are left out, logged at debug, and a kernel that
+//! needed them fails to load naming the missing function.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_uint, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use tracing::warn;
-use virtio_cuda::protocol::Status;
+use tracing::debug;
+use virtio_cuda::protocol::{linked, Status};
 
 use crate::driver::{driver, R};
 use crate::ffi::{bytes, cstr, entry, put};
@@ -38,7 +40,7 @@ struct Input {
 #[derive(Default)]
 struct LinkState {
     inputs: Vec<Input>,
-    /// The completed image, kept for the caller until `cuLinkDestroy` (NUL-terminated PTX).
+    /// The completed image, kept for the caller until `cuLinkDestroy`.
     output: Option<Vec<u8>>,
 }
 
@@ -83,47 +85,13 @@ fn add(state: *mut c_void, kind: c_uint, mut data: Vec<u8>) -> R<()> {
     let s = all
         .get_mut(&(state as usize))
         .ok_or(Status::ERROR_INVALID_HANDLE)?;
-    if s.held().saturating_add(data.len()) > MAX_LINK_BYTES {
+    if s.inputs.len() >= linked::MAX_PARTS - 1
+        || s.held().saturating_add(data.len()) > MAX_LINK_BYTES
+    {
         return Err(Status::ERROR_OUT_OF_MEMORY);
     }
     s.inputs.push(Input { kind, bytes: data });
     Ok(())
-}
-
-/// `.version x.y` as a comparable pair.
-fn version_of(line: &str) -> Option<(u32, u32)> {
-    let v = line.trim().strip_prefix(".version")?.trim();
-    let (a, b) = v.split_once('.')?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-}
-
-/// Joins PTX modules into one (see the module doc).
-fn join_ptx(inputs: &[Input]) -> Vec<u8> {
-    let mut version: Option<(u32, u32)> = None;
-    let mut target: Option<String> = None;
-    let mut bodies = String::new();
-    for input in inputs {
-        let text = String::from_utf8_lossy(&input.bytes);
-        for line in text.lines() {
-            let t = line.trim_start();
-            if t.starts_with(".version") {
-                if let Some(v) = version_of(t) {
-                    version = Some(version.map_or(v, |old| old.max(v)));
-                }
-            } else if t.starts_with(".target") {
-                target.get_or_insert_with(|| t.to_string());
-            } else if !t.starts_with(".address_size") {
-                bodies.push_str(line);
-                bodies.push('\n');
-            }
-        }
-    }
-    let (major, minor) = version.unwrap_or((8, 0));
-    let target = target.unwrap_or_else(|| ".target sm_80".into());
-    let mut out =
-        format!(".version {major}.{minor}\n{target}\n.address_size 64\n{bodies}").into_bytes();
-    out.push(0);
-    out
 }
 
 entry! {
@@ -168,13 +136,30 @@ entry! {
         }
         let mut all = states();
         let s = all.get_mut(&(state as usize)).ok_or(Status::ERROR_INVALID_HANDLE)?;
-        let out = match s.inputs.as_slice() {
+        let images: Vec<&Input> = s
+            .inputs
+            .iter()
+            .filter(|i| {
+                let keep = i.kind != INPUT_LIBRARY;
+                if !keep {
+                    debug!("cuLinkComplete: a library input (an archive of device code) is left out");
+                }
+                keep
+            })
+            .collect();
+        let out = match images.as_slice() {
             [] => return Err(Status::ERROR_INVALID_VALUE),
             [one] if one.kind != INPUT_PTX => one.bytes.clone(),
-            inputs if inputs.iter().all(|i| i.kind == INPUT_PTX) => join_ptx(inputs),
-            _ => {
-                warn!("vcuda: cuLinkComplete: only PTX inputs can be linked together here (a binary input came with others)");
-                return Err(Status::ERROR_NOT_SUPPORTED);
+            [one] => {
+                let mut ptx = one.bytes.clone();
+                ptx.push(0);
+                ptx
+            }
+            inputs => {
+                let parts: Vec<&[u8]> = std::iter::once(&[][..])
+                    .chain(inputs.iter().map(|i| i.bytes.as_slice()))
+                    .collect();
+                linked::encode(&parts)
             }
         };
         let out = s.output.insert(out);

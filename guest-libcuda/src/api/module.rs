@@ -1,14 +1,16 @@
 //! Modules, libraries, kernels, functions and globals.
 //!
 //! `cuModuleLoadData` gets only a pointer; [`image_bytes`] finds the image's length from its
-//! format (fatbin container, `__fatbinwrap` wrapper, ELF cubin, or NUL-terminated PTX) and the
-//! bytes are forwarded for the executor to pick what its backend runs. A library
+//! format (fatbin container, `__fatbinwrap` wrapper, ELF cubin, linked image, or NUL-terminated
+//! PTX) and the bytes are forwarded. A version-2 wrapper (`nvcc -rdc=true`) also names the
+//! translation units' prelinked fatbins: they go along as one linked image
+//! (`virtio_cuda::protocol::linked`), so the cpu backend can run their PTX; the bytes are forwarded for the executor to pick what its backend runs. A library
 //! (`cuLibraryLoadData`) keeps its image and is loaded as a module into each context that uses
 //! it; a `CUkernel` names a library and a function and resolves to that context's function.
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
-use virtio_cuda::protocol::{self as p, Source, Status};
+use virtio_cuda::protocol::{self as p, linked, Source, Status};
 
 use crate::driver::{driver, Driver, FuncEntry, KernelEntry, LibraryInfo, ModuleInfo, R};
 use crate::ffi::{bytes, cstr, entry, h, ptr, put};
@@ -81,14 +83,36 @@ pub unsafe fn image_bytes(image: *const c_void) -> R<Vec<u8>> {
             .filter(|l| *l <= MAX_IMAGE)
             .ok_or(Status::ERROR_INVALID_IMAGE)?
     } else if magic == WRAPPER_MAGIC {
-        // SAFETY: the wrapper is {magic, version, data pointer, filename pointer}.
-        let w = unsafe { bytes(p, 16) }?;
+        // SAFETY: the wrapper is {magic, version, data pointer, filename-or-fatbins pointer}.
+        let w = unsafe { bytes(p, 24) }?;
+        let version = read_u32(w, 4).ok_or(Status::ERROR_INVALID_IMAGE)?;
         let data = read_u64(w, 8).ok_or(Status::ERROR_INVALID_IMAGE)? as usize;
         if data == 0 {
             return Err(Status::ERROR_INVALID_IMAGE);
         }
         // SAFETY: the wrapper's data pointer is the fatbin it wraps.
-        return unsafe { image_bytes(data as *const c_void) };
+        let primary = unsafe { image_bytes(data as *const c_void) }?;
+        let prelinked = read_u64(w, 16).unwrap_or(0) as usize;
+        if version != 2 || prelinked == 0 {
+            return Ok(primary);
+        }
+        // SAFETY: version 2 (relocatable device code): a NULL-terminated array of the
+        // translation units' prelinked fatbins, written by nvcc's device-link step.
+        return unsafe { linked_registration(primary, prelinked as *const *const c_void) };
+    } else if magic == linked::MAGIC {
+        // SAFETY: a linked image's header and part table come first (linked::len).
+        let header = unsafe { bytes(p, 16) }?;
+        let need = match linked::len(header) {
+            Err(linked::LinkedError::Truncated { needed, .. }) => needed as usize,
+            _ => 16,
+        };
+        // SAFETY: as above, `need` covers the part table the header declares.
+        let table = unsafe { bytes(p, need.min(MAX_IMAGE)) }?;
+        linked::len(table)
+            .ok()
+            .map(|l| l as usize)
+            .filter(|l| *l <= MAX_IMAGE)
+            .ok_or(Status::ERROR_INVALID_IMAGE)?
     } else if head == b"\x7fELF" {
         // SAFETY: per this function's contract.
         unsafe { elf_len(p) }?
@@ -101,6 +125,29 @@ pub unsafe fn image_bytes(image: *const c_void) -> R<Vec<u8>> {
     };
     // SAFETY: the image spans `len` bytes, computed from its own headers.
     Ok(unsafe { bytes(p, len) }?.to_vec())
+}
+
+/// A relocatable-device-code registration as one linked image: the device-linked fatbin,
+/// then each translation unit's prelinked fatbin (whose PTX the cpu backend joins).
+///
+/// # Safety
+/// `units` must point to a NULL-terminated array of pointers to fatbins (or wrappers).
+unsafe fn linked_registration(primary: Vec<u8>, units: *const *const c_void) -> R<Vec<u8>> {
+    let mut parts = vec![primary];
+    for i in 0..linked::MAX_PARTS - 1 {
+        // SAFETY: per this function's contract, every element up to the NULL is readable.
+        let unit = unsafe { units.add(i).read_unaligned() };
+        if unit.is_null() {
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            return Ok(linked::encode(&refs));
+        }
+        // SAFETY: a non-NULL element is a prelinked fatbin container.
+        parts.push(unsafe { image_bytes(unit) }?);
+        if parts.iter().map(Vec::len).sum::<usize>() > MAX_IMAGE {
+            return Err(Status::ERROR_INVALID_IMAGE);
+        }
+    }
+    Err(Status::ERROR_INVALID_IMAGE)
 }
 
 /// Loads `image` as module `module` into `ctx`.
@@ -139,7 +186,10 @@ fn file_image(path: *const c_char) -> R<Vec<u8>> {
     // SAFETY: cuda.h: a NUL-terminated path.
     let path = unsafe { cstr(path) }?;
     let mut v = std::fs::read(path).map_err(|_| Status::ERROR_FILE_NOT_FOUND)?;
-    if v.first() != Some(&0x7f) && read_u32(&v, 0) != Some(FATBIN_MAGIC) {
+    if v.first() != Some(&0x7f)
+        && read_u32(&v, 0) != Some(FATBIN_MAGIC)
+        && read_u32(&v, 0) != Some(linked::MAGIC)
+    {
         v.push(0); // PTX text files are not NUL-terminated.
     }
     Ok(v)

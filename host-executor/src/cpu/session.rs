@@ -254,7 +254,7 @@ impl BackendSession for CpuSession {
             status: Status::ERROR_NO_BINARY_FOR_GPU,
             log: "the image has no PTX; the cpu backend cannot run SASS (compile with PTX, e.g. -gencode arch=compute_80,code=compute_80)".into(),
         })?;
-        let module = Module::parse(ptx).map_err(|e| LoadError {
+        let module = Module::parse(&ptx).map_err(|e| LoadError {
             status: Status::ERROR_INVALID_PTX,
             log: e.to_string(),
         })?;

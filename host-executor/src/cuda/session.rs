@@ -31,7 +31,7 @@ fn ptx_param_layouts(image: &[u8]) -> HashMap<String, Vec<ParamInfo>> {
     let Some(ptx) = img.best_ptx() else {
         return HashMap::new();
     };
-    let Ok(m) = vcuda_ptx::Module::parse(ptx) else {
+    let Ok(m) = vcuda_ptx::Module::parse(&ptx) else {
         return HashMap::new();
     };
     m.kernels()
@@ -339,13 +339,33 @@ impl BackendSession for CudaSession {
             log: String::new(),
         };
         self.enter().map_err(le)?;
-        // PTX images must be NUL-terminated; a trailing NUL is harmless for binary images.
-        let mut owned = image.to_vec();
-        owned.push(0);
-        // SAFETY: valid out-pointer; `owned` outlives the call. The driver picks SASS or JITs PTX
-        // (its on-disk JIT cache keeps repeated loads cheap).
-        let m = ffi::out_handle(|p| unsafe { sys::cuModuleLoadData(p, owned.as_ptr().cast()) })
-            .map_err(le)?;
+        let load = |bytes: &[u8]| {
+            // PTX images must be NUL-terminated; a trailing NUL is harmless for binary images.
+            let mut owned = bytes.to_vec();
+            owned.push(0);
+            // SAFETY: valid out-pointer; `owned` outlives the call. The driver picks SASS or
+            // JITs PTX (its on-disk JIT cache keeps repeated loads cheap).
+            ffi::out_handle(|p| unsafe { sys::cuModuleLoadData(p, owned.as_ptr().cast()) })
+        };
+        // A linked image (relocatable device code, the driver's linker): the device-linked
+        // part 0 where this GPU runs it, else the parts' PTX joined, as the cpu backend does.
+        let m = match crate::image::format(image) {
+            Ok(crate::image::Format::Linked) => {
+                let parts = virtio_cuda::protocol::linked::decode(image)
+                    .map_err(|_| le(Status::ERROR_INVALID_IMAGE))?;
+                let primary = parts.first().filter(|p| !p.is_empty()).map(|p| load(p));
+                match primary {
+                    Some(Ok(m)) => m,
+                    _ => {
+                        let img = crate::image::parse(image)
+                            .map_err(|_| le(Status::ERROR_INVALID_IMAGE))?;
+                        let ptx = img.best_ptx().ok_or(le(Status::ERROR_NO_BINARY_FOR_GPU))?;
+                        load(ptx.as_bytes()).map_err(le)?
+                    }
+                }
+            }
+            _ => load(image).map_err(le)?,
+        };
         let module = LoadedModule {
             raw: m,
             ptx_params: ptx_param_layouts(image),

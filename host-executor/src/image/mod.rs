@@ -13,6 +13,7 @@
 //! | `7f 45 4c 46` (`\x7fELF`) | cubin (SASS for one sm) | one [`EntryKind::Elf`] entry with its arch |
 //! | `b1 43 62 46` (0x466243B1) | fatbin wrapper | [`ImageError::Wrapper`]: it holds a pointer |
 //! | anything textual | PTX, up to its NUL | one [`EntryKind::Ptx`] entry |
+//! | `56 43 4c 4b` (`VCLK`) | linked image (`virtio_cuda::protocol::linked`) | part 0's entries, parts 1.. as [`Image::parts`] |
 //!
 //! **Fatbin container** (nvcc `-fatbin`, the `.nv_fatbin` section of host executables), all
 //! little-endian, as measured on nvcc 13.0 output (see `fixtures/`):
@@ -69,7 +70,10 @@ mod ptx;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::fmt;
+
+use virtio_cuda::protocol::linked;
 
 pub use fatbin::FatbinWrapper;
 
@@ -96,6 +100,8 @@ pub enum Format {
     Elf,
     /// PTX source text.
     Ptx,
+    /// Several images loaded as one module (relocatable device code, the driver's linker).
+    Linked,
 }
 
 /// What an entry holds.
@@ -163,24 +169,50 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub format: Format,
+    /// The entries of the image (of part 0, for a linked image).
     pub entries: Vec<Entry>,
+    /// A linked image's parts 1..: the prelinked translation units or the linker's inputs.
+    pub parts: Vec<Image>,
 }
 
 impl Image {
     /// The PTX the cpu backend should run: the PTX entry with the highest arch ≤
-    /// [`CPU_PTX_MAX_ARCH`], else the one with the lowest arch; `None` if the image has no PTX.
-    pub fn best_ptx(&self) -> Option<&str> {
+    /// [`CPU_PTX_MAX_ARCH`], else the one with the lowest arch; for a linked image without PTX
+    /// of its own, the chosen PTX of each part, joined into one module. `None` if there is
+    /// no PTX.
+    pub fn best_ptx(&self) -> Option<Cow<'_, str>> {
         self.best_ptx_for(CPU_PTX_MAX_ARCH)
     }
 
     /// [`Image::best_ptx`] for a backend whose newest supported arch is `max_arch`.
-    pub fn best_ptx_for(&self, max_arch: u32) -> Option<&str> {
+    pub fn best_ptx_for(&self, max_arch: u32) -> Option<Cow<'_, str>> {
         let ptx = || self.entries.iter().filter(|e| e.ptx().is_some());
-        let entry = ptx()
+        let own = ptx()
             .filter(|e| e.arch <= max_arch)
             .max_by_key(|e| e.arch)
-            .or_else(|| ptx().min_by_key(|e| e.arch))?;
-        entry.ptx()
+            .or_else(|| ptx().min_by_key(|e| e.arch))
+            .and_then(Entry::ptx);
+        if let Some(text) = own {
+            return Some(Cow::Borrowed(text));
+        }
+        let parts: Vec<Cow<'_, str>> = self
+            .parts
+            .iter()
+            .filter_map(|p| p.best_ptx_for(max_arch))
+            .collect();
+        match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => {
+                let texts: Vec<&str> = parts.iter().map(|c| c.as_ref()).collect();
+                Some(Cow::Owned(ptx::join(&texts)))
+            }
+        }
+    }
+
+    /// Joins PTX texts into one module (the driver linker's PTX rule; see [`Image::best_ptx`]).
+    pub fn join_ptx(modules: &[&str]) -> String {
+        ptx::join(modules)
     }
 
     /// The archs of the entries of `kind`, in image order.
@@ -270,6 +302,12 @@ pub enum ImageError {
     /// Text without a `.version` directive.
     #[error("PTX text has no .version directive")]
     PtxNoVersion,
+    /// A malformed linked image.
+    #[error("linked image: {0}")]
+    Linked(linked::LinkedError),
+    /// A linked image inside a linked image.
+    #[error("a linked image's part is itself a linked image")]
+    NestedLinked,
 }
 
 /// Tells which format `prefix` starts with (needs 4 bytes for the binary magics).
@@ -279,6 +317,7 @@ pub fn format(prefix: &[u8]) -> Result<Format, ImageError> {
         match magic {
             FATBIN_MAGIC => return Ok(Format::Fatbin),
             WRAPPER_MAGIC => return Ok(Format::Wrapper),
+            linked::MAGIC => return Ok(Format::Linked),
             _ if prefix.starts_with(elf::MAGIC) => return Ok(Format::Elf),
             _ => {}
         }
@@ -307,8 +346,55 @@ pub fn parse(bytes: &[u8]) -> Result<Image, ImageError> {
         Format::Wrapper => return Err(ImageError::Wrapper(FatbinWrapper::parse(bytes)?)),
         Format::Elf => vec![elf::parse(bytes)?],
         Format::Ptx => vec![ptx::parse(bytes)?],
+        Format::Linked => return parse_linked(bytes),
     };
-    Ok(Image { format, entries })
+    Ok(Image {
+        format,
+        entries,
+        parts: Vec::new(),
+    })
+}
+
+/// A linked image: part 0 (possibly empty) and the parts to link. Parts may not themselves be
+/// linked images, and their decompressed sizes count against one [`MAX_IMAGE_SIZE`] in all.
+fn parse_linked(bytes: &[u8]) -> Result<Image, ImageError> {
+    let raw = linked::decode(bytes).map_err(ImageError::Linked)?;
+    let mut images = Vec::with_capacity(raw.len());
+    let mut total: u64 = 0;
+    for (i, part) in raw.iter().enumerate() {
+        if part.is_empty() && i == 0 {
+            images.push(Image {
+                format: Format::Linked,
+                entries: Vec::new(),
+                parts: Vec::new(),
+            });
+            continue;
+        }
+        if format(part)? == Format::Linked {
+            return Err(ImageError::NestedLinked);
+        }
+        let img = parse(part)?;
+        total = img
+            .entries
+            .iter()
+            .fold(total, |t, e| t.saturating_add(e.data.len() as u64));
+        if total > MAX_IMAGE_SIZE {
+            return Err(ImageError::OutOfBounds {
+                what: "linked image parts",
+                offset: 0,
+                len: total,
+                limit: MAX_IMAGE_SIZE,
+            });
+        }
+        images.push(img);
+    }
+    let mut images = images.into_iter();
+    let primary = images.next().map(|i| i.entries).unwrap_or_default();
+    Ok(Image {
+        format: Format::Linked,
+        entries: primary,
+        parts: images.collect(),
+    })
 }
 
 /// How many bytes the image starting with `prefix` occupies: header size + fat size for a
@@ -319,6 +405,22 @@ pub fn image_len(prefix: &[u8]) -> Result<usize, ImageError> {
     match format(prefix)? {
         Format::Fatbin => fatbin::container_len(prefix),
         Format::Wrapper => Ok(fatbin::WRAPPER_SIZE),
+        Format::Linked => match linked::len(prefix) {
+            Ok(l) if l <= MAX_IMAGE_SIZE => Ok(l as usize),
+            Ok(l) => Err(ImageError::OutOfBounds {
+                what: "linked image",
+                offset: 0,
+                len: l,
+                limit: MAX_IMAGE_SIZE,
+            }),
+            Err(linked::LinkedError::Truncated { needed, available }) => {
+                Err(ImageError::Truncated {
+                    needed: needed as usize,
+                    available,
+                })
+            }
+            Err(e) => Err(ImageError::Linked(e)),
+        },
         Format::Elf => elf::image_len(prefix),
         Format::Ptx => match prefix.iter().position(|&b| b == 0) {
             Some(nul) => Ok(nul + 1),

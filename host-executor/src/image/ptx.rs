@@ -59,6 +59,38 @@ fn parse_target(arg: &str) -> Option<u32> {
     digits.get(..end)?.parse().ok()
 }
 
+/// Joins PTX modules into one, as the driver's linker does for PTX inputs: the highest
+/// `.version`, the first `.target`, then every module's body in order. An `.extern` declaration
+/// in one module is resolved by the definition in another, since PTX allows a declaration
+/// before the definition in the same module.
+pub(super) fn join(modules: &[&str]) -> String {
+    let mut version: Option<PtxVersion> = None;
+    let mut target: Option<&str> = None;
+    let mut bodies = String::new();
+    for text in modules {
+        for line in text.lines() {
+            let t = line.split("//").next().unwrap_or("").trim();
+            if let Some(arg) = t.strip_prefix(".version") {
+                if let Some(v) = parse_version(arg) {
+                    version = Some(version.map_or(v, |old| old.max(v)));
+                }
+            } else if t.starts_with(".target") {
+                target.get_or_insert(t);
+            } else if !t.starts_with(".address_size") {
+                bodies.push_str(line);
+                bodies.push('\n');
+            }
+        }
+    }
+    let v = version.unwrap_or(PtxVersion { major: 8, minor: 0 });
+    format!(
+        ".version {}.{}\n{}\n.address_size 64\n{bodies}",
+        v.major,
+        v.minor,
+        target.unwrap_or(".target sm_80")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ fn nvcc_default_fatbin_has_sass_and_zstd_ptx() {
     );
     // The embedded PTX is what `nvcc -ptx` prints for the same source, less comments and tabs.
     assert_eq!(tokens(ptx.ptx().unwrap()), tokens(PTX));
-    assert_eq!(image.best_ptx(), ptx.ptx());
+    assert_eq!(image.best_ptx().as_deref(), ptx.ptx());
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn ptx_text_with_and_without_nul() {
     terminated.push(0);
     terminated.extend_from_slice(b"trailing garbage \xff");
     assert_eq!(image_len(&terminated).unwrap(), PTX.len() + 1);
-    assert_eq!(parse(&terminated).unwrap().best_ptx(), Some(PTX));
+    assert_eq!(parse(&terminated).unwrap().best_ptx().as_deref(), Some(PTX));
     assert!(matches!(
         image_len(PTX.as_bytes()),
         Err(ImageError::Truncated { needed, .. }) if needed == PTX.len() + 1
@@ -216,7 +216,7 @@ fn lz4_entries_from_older_toolkits() {
     }]);
     let image = parse(&fatbin).unwrap();
     assert_eq!(image.entries[0].compression, Compression::Lz4);
-    assert_eq!(image.best_ptx(), Some(PTX));
+    assert_eq!(image.best_ptx().as_deref(), Some(PTX));
 }
 
 #[test]
@@ -310,6 +310,66 @@ fn lying_headers_are_rejected() {
     ));
 }
 
+#[test]
+fn linked_images_run_part_zero_or_join_the_parts_ptx() {
+    let sass_only = synth_fatbin(&[Synth {
+        kind: 2,
+        flags: 0x11,
+        arch: 75,
+        payload: CUBIN,
+        uncompressed: 0,
+    }]);
+    let unit_a = ".version 8.0\n.target sm_75\n.address_size 64\n\
+                  .extern .func (.param .b32 r) twice(.param .b32 x);\n.visible .entry k() { ret; }\n";
+    let unit_b = ".version 9.0\n.target sm_80\n.address_size 64\n\
+                  .visible .func (.param .b32 r) twice(.param .b32 x) { ret; }\n";
+    // rdc registration: a SASS-only linked image, then the units (one as a fatbin with PTX).
+    let fat_b = synth_fatbin(&[Synth {
+        kind: 1,
+        flags: 0x11,
+        arch: 75,
+        payload: unit_b.as_bytes(),
+        uncompressed: 0,
+    }]);
+    let bytes = linked::encode(&[&sass_only, unit_a.as_bytes(), &fat_b]);
+    assert_eq!(image_len(&bytes).unwrap(), bytes.len());
+    let image = parse(&bytes).unwrap();
+    assert_eq!(image.format, Format::Linked);
+    assert_eq!(image.archs(EntryKind::Elf), vec![75]);
+    assert_eq!(image.parts.len(), 2);
+    let joined = image.best_ptx().unwrap();
+    assert!(
+        joined.starts_with(".version 9.0\n.target sm_75\n.address_size 64\n"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(".extern .func") && joined.contains(".visible .func"),
+        "{joined}"
+    );
+    assert_eq!(joined.matches(".address_size").count(), 1, "{joined}");
+    // Part 0 with PTX of its own wins; a single part's PTX is used as it is.
+    let own = linked::encode(&[PTX.as_bytes(), unit_a.as_bytes()]);
+    assert_eq!(
+        parse(&own).unwrap().best_ptx().unwrap(),
+        PTX.trim_end_matches('\0')
+    );
+    let single = linked::encode(&[b"", unit_b.as_bytes()]);
+    assert_eq!(parse(&single).unwrap().best_ptx().unwrap(), unit_b);
+    // No PTX anywhere: nothing for the cpu backend. A linked image inside one is refused.
+    assert!(parse(&linked::encode(&[&sass_only]))
+        .unwrap()
+        .best_ptx()
+        .is_none());
+    assert!(matches!(
+        parse(&linked::encode(&[b"", &bytes])),
+        Err(ImageError::NestedLinked)
+    ));
+    assert!(matches!(
+        parse(&bytes[..bytes.len() - 8]),
+        Err(ImageError::Linked(_))
+    ));
+}
+
 fn check_never_panics(bytes: &[u8]) {
     let _ = format(bytes);
     let _ = image_len(bytes);
@@ -337,6 +397,8 @@ proptest! {
         magic in prop::sample::select(vec![
             FATBIN_MAGIC.to_le_bytes().to_vec(),
             WRAPPER_MAGIC.to_le_bytes().to_vec(),
+            linked::MAGIC.to_le_bytes().to_vec(),
+            [&linked::MAGIC.to_le_bytes()[..], &1u32.to_le_bytes(), &2u32.to_le_bytes()].concat(),
             b"\x7fELF\x02\x01".to_vec(),
             b"\x7fELF\x01\x01".to_vec(),
             b".version 9.0\n".to_vec(),

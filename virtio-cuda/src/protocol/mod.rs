@@ -16,6 +16,7 @@ pub mod codec;
 pub mod data;
 pub mod handles;
 pub mod header;
+pub mod linked;
 pub mod messages;
 pub mod status;
 pub mod wire;
