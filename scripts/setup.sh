@@ -8,10 +8,12 @@
 set -euo pipefail
 
 CACHE="${VCUDA_CACHE:-$HOME/.cache/vcuda}"
-# The pinned toolchain every test builds with (nvcc, NVRTC, cudart, cuobjdump).
+# The pinned toolchain every test builds with (nvcc, NVRTC, cudart, cuobjdump, and the headers
+# real programs include: CCCL (Thrust/CUB/libcu++, also needed by cooperative_groups),
+# cuda_profiler_api.h, NVTX).
 CUDA_VER=13.0
 VENV="$CACHE/cuda-$CUDA_VER/venv"
-STAMP="$CACHE/cuda-$CUDA_VER/.installed-v1"
+STAMP="$CACHE/cuda-$CUDA_VER/.installed-v3"
 PIP_PKGS=(
   nvidia-cuda-nvcc==13.0.88
   nvidia-cuda-crt==13.0.88
@@ -19,6 +21,9 @@ PIP_PKGS=(
   nvidia-cuda-runtime==13.0.96
   nvidia-cuda-cuobjdump==13.2.51
   nvidia-cuda-nvrtc==13.0.88
+  nvidia-cuda-cccl==13.0.85
+  nvidia-cuda-profiler-api==13.0.85
+  nvidia-nvtx==13.0.85
 )
 # The newest toolkit on pip, for the toolkit matrix (tests/tests/toolkit_matrix.rs): the test
 # programs are built with it too, static and shared cudart, and run through the shim.

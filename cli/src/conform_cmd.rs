@@ -355,8 +355,7 @@ fn run_one(mut cmd: Command, p: &Program, timeout: Duration) -> Result<RunResult
     let seconds = start.elapsed().as_secs_f64();
     let tail = |h: std::thread::JoinHandle<Vec<u8>>| {
         let v = h.join().unwrap_or_default();
-        let s = String::from_utf8_lossy(&v[v.len().saturating_sub(TAIL)..]).into_owned();
-        s
+        strip_ansi(&String::from_utf8_lossy(&v[v.len().saturating_sub(TAIL)..]))
     };
     Ok(RunResult {
         status: status
@@ -430,6 +429,27 @@ fn why(r: &RunResult) -> String {
         }
     }
     last_line(&r.stdout_tail, &r.stderr_tail)
+}
+
+/// `s` without ANSI escape sequences (colours a program or its log prints).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn last_line(stdout: &str, stderr: &str) -> String {

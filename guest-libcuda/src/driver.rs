@@ -171,7 +171,12 @@ pub fn init_logging() {
         let _ = tracing_subscriber::registry()
             .with(UntilExit)
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours only on a terminal: a log file or a pipe gets plain text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .try_init();
     });
 }
