@@ -208,7 +208,9 @@ def build(p, out, env):
     cmd += [str(p["dir"] / s) for s in p["sources"]]
     cmd += ["-o", p["target"], "-L" + str(env["cuda_lib"]), "-L" + str(env["link_dir"])]
     cmd += ["-L" + str(env["shim"])] + p["libs"]
-    cmd += ["-Xlinker", "-rpath=" + str(env["cuda_lib"])]
+    # DT_RPATH, not DT_RUNPATH: it also serves the libraries NVRTC dlopens (its builtins),
+    # which a pip toolkit does not put on the system's search path.
+    cmd += ["-Xlinker", "--disable-new-dtags", "-Xlinker", "-rpath=" + str(env["cuda_lib"])]
     if not run(cmd):
         return p["name"], False, log[-1][-600:]
     stamp.write_text(want)

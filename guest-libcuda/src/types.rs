@@ -99,6 +99,16 @@ pub struct LaunchAttribute {
 pub const LAUNCH_ATTRIBUTE_COOPERATIVE: c_uint = 2;
 
 /// `CUlaunchConfig`.
+/// `CUctxCreateParams` (CUDA 12.5+): all-zero means a plain context.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(non_snake_case)]
+pub struct CtxCreateParams {
+    pub execAffinityParams: *const std::ffi::c_void,
+    pub numExecAffinityParams: std::ffi::c_int,
+    pub cigParams: *const std::ffi::c_void,
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 #[allow(non_snake_case)]
@@ -148,6 +158,11 @@ mod tests {
     #[test]
     fn structs_match_cuda_h() {
         same_layout!(CuUuid, sys::CUuuid, [bytes]);
+        same_layout!(
+            CtxCreateParams,
+            sys::CUctxCreateParams,
+            [execAffinityParams, numExecAffinityParams, cigParams]
+        );
         same_layout!(
             Memcpy2D,
             sys::CUDA_MEMCPY2D,

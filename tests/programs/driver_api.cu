@@ -89,9 +89,24 @@ int main(int argc, char **argv) {
     CHECK(cuCtxCreate(&ctx, nullptr, 0, dev));
     CHECK(cuCtxGetCurrent(&cur));
     EXPECT(cur == ctx);
-    CHECK(cuCtxCreate(&ctx2, nullptr, 0, dev));
+    // A zeroed CUctxCreateParams is a plain context (cuda-samples pass one); an SM-count
+    // affinity is refused as the driver does on a device without partitions.
+    CUctxCreateParams params = {};
+    CHECK(cuCtxCreate(&ctx2, &params, 0, dev));
     CHECK(cuCtxGetCurrent(&cur));
     EXPECT(cur == ctx2);
+    {
+        CUexecAffinityParam aff = {};
+        aff.type = CU_EXEC_AFFINITY_TYPE_SM_COUNT;
+        aff.param.smCount.val = 1;
+        CUctxCreateParams with_aff = {};
+        with_aff.execAffinityParams = &aff;
+        with_aff.numExecAffinityParams = 1;
+        CUcontext none = nullptr;
+        EXPECT(cuCtxCreate(&none, &with_aff, 0, dev) == CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY);
+        CHECK(cuCtxGetCurrent(&cur));
+        EXPECT(cur == ctx2);
+    }
     CHECK(cuCtxPopCurrent(&cur));
     EXPECT(cur == ctx2);
     CHECK(cuCtxGetCurrent(&cur));

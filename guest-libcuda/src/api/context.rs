@@ -8,8 +8,8 @@ use std::ffi::{c_int, c_uint, c_void};
 use virtio_cuda::protocol::{self as p, Status};
 
 use crate::driver::{self, driver, CtxInfo, Driver, R};
-use crate::ffi::{entry, h, ptr, put};
-use crate::types::{CUdevice, Handle};
+use crate::ffi::{entry, get, h, ptr, put};
+use crate::types::{CUdevice, CtxCreateParams, Handle};
 
 /// `cuCtxGetLimit` defaults: stack size, printf FIFO, malloc heap, sync depth, pending
 /// launches, L2 fetch granularity, persisting L2 size.
@@ -215,17 +215,26 @@ entry! {
         ctx_create(pctx, flags, dev)
     }
 
-    fn cuCtxCreate_v3(pctx: *mut Handle, _params: *mut c_void, num_params: c_int, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 11040) {
-        if num_params > 0 {
-            return Err(Status::ERROR_NOT_SUPPORTED);
+    fn cuCtxCreate_v3(pctx: *mut Handle, params: *mut c_void, num_params: c_int, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 11040) {
+        if num_params > 0 && !params.is_null() {
+            // SM-count affinity partitions a real GPU (MPS); a remote device has no such
+            // partitions, which is what the driver says where it lacks them.
+            return Err(Status::ERROR_UNSUPPORTED_EXEC_AFFINITY);
         }
         ctx_create(pctx, flags, dev)
     }
 
-    fn cuCtxCreate_v4(pctx: *mut Handle, params: *mut c_void, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 12050) {
+    fn cuCtxCreate_v4(pctx: *mut Handle, params: *mut CtxCreateParams, flags: c_uint, dev: CUdevice) proc(cuCtxCreate 12050) {
         if !params.is_null() {
-            // Execution affinity and CIG parameters have no meaning for a remote device.
-            return Err(Status::ERROR_NOT_SUPPORTED);
+            // SAFETY: cuda.h: a `CUctxCreateParams` when non-null.
+            let p = unsafe { get(params) }?;
+            if p.numExecAffinityParams > 0 && !p.execAffinityParams.is_null() {
+                return Err(Status::ERROR_UNSUPPORTED_EXEC_AFFINITY);
+            }
+            if !p.cigParams.is_null() {
+                // CUDA-in-graphics sharing needs a graphics API context on the same GPU.
+                return Err(Status::ERROR_NOT_SUPPORTED);
+            }
         }
         ctx_create(pctx, flags, dev)
     }

@@ -47,6 +47,7 @@ statuses! {
     ERROR_UNSUPPORTED_LIMIT = 215, "limit is not supported on this architecture";
     ERROR_INVALID_PTX = 218, "a PTX JIT compilation failed";
     ERROR_UNSUPPORTED_PTX_VERSION = 222, "the provided PTX was compiled with an unsupported toolchain.";
+    ERROR_UNSUPPORTED_EXEC_AFFINITY = 224, "the provided execution affinity is not supported";
     ERROR_INVALID_SOURCE = 300, "device kernel image is invalid";
     ERROR_FILE_NOT_FOUND = 301, "file not found";
     ERROR_SHARED_OBJECT_SYMBOL_NOT_FOUND = 302, "shared object symbol not found";
